@@ -1,0 +1,1 @@
+"""Operator tooling: the ``tkms`` CLI, the local launcher, manifests, benchmarks, chaos."""

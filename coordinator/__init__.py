@@ -1,0 +1,1 @@
+"""The orchestrator: sessions to nodes, DKG driver, signing aggregator, client API."""

@@ -1,0 +1,1 @@
+"""The share holder: trio server, PKCS#11 sealing, share store, policy, audit log."""
