@@ -53,7 +53,6 @@ def decode_canonical(data: bytes, *, field: str = "message", max_len: int = 1 <<
             raw=False,
             strict_map_key=True,
             use_list=True,
-            max_buffer_size=max_len,
         )
     except (
         ValueError,
