@@ -174,6 +174,11 @@ class HttpServer:
                     return  # ConnectionClosed (or a client speaking out of turn)
                 if overloaded:
                     raise _Refused(ApiError(503, "overloaded", "too many connections"))
+                head_size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+                if head_size > self.config.max_header_bytes:  # h11 only bounds partial heads
+                    raise _Refused(
+                        ApiError(431, "headers_too_large", f"request head over {head_size} bytes")
+                    )
                 headers = _headers(event)
                 declared = headers.get("content-length")
                 with trio.fail_after(self.config.body_timeout_s):
