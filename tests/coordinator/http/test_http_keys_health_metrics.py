@@ -192,7 +192,7 @@ async def test_metrics_parse_and_count(env: Env, sk69: dict[str, Any]) -> None:
     assert samples[f'tkms_http_requests_total{{{sign},status="200"}}'] == 3
     assert samples[f'tkms_http_requests_total{{{sign},status="400"}}'] == 1
     assert samples['tkms_http_requests_total{route="unmatched",method="GET",status="404"}'] == 1
-    assert samples[f'tkms_http_request_duration_seconds_count{{{sign}}}'] == 4
+    assert samples[f"tkms_http_request_duration_seconds_count{{{sign}}}"] == 4
     assert samples[f'tkms_http_request_duration_seconds_bucket{{{sign},le="+Inf"}}'] == 4
     assert samples["tkms_nodes_up"] == 4
     assert samples['tkms_node_up{node="node-4"}'] == 0
