@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from coordinator.auth import IpAllowlist, RateLimit
+from coordinator.auth import AuthConfigError, IpAllowlist, RateLimit
 from protocol.errors import Fault, TkmsError
 
 DEFAULT_RATE_LIMIT = RateLimit(per_second=100.0, burst=200.0)
@@ -112,4 +112,7 @@ class HttpConfig:
                     raise HttpConfigError(f"tls: {f} is not a file")
             if self.tls.require_client_cert and self.tls.client_ca is None:
                 raise HttpConfigError("tls: require_client_cert needs client_ca")
-        IpAllowlist(self.allow_networks)  # raises on a malformed network
+        try:
+            IpAllowlist(self.allow_networks)
+        except AuthConfigError as exc:
+            raise HttpConfigError(str(exc)) from None

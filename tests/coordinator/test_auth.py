@@ -112,7 +112,7 @@ def test_file_round_trip_and_permissions(tmp_path: Path) -> None:
         {"version": 1, "clients": [{"clientId": "a", "roles": ["root"]}]},
         {"version": 1, "clients": [{"clientId": "a/b", "roles": ["signer"]}]},
         {"version": 1, "clients": [{"clientId": "a", "roles": ["signer"], "extra": 1}]},
-        {"version": 1, "clients": [{"clientId": "a", "apiKeys": [{"id": "zz", "salt": "", "hash": ""}]}]},
+        {"version": 1, "clients": [{"clientId": "a", "apiKeys": [{"id": "zz", "salt": ""}]}]},
         {"version": 1, "clients": [{"clientId": "a"}, {"clientId": "a"}]},
         {"version": 1, "clients": [{"clientId": "a", "rateLimit": {"perSecond": 0, "burst": 1}}]},
         {"version": 1, "clients": [{"clientId": "a", "signerKeys": ["../etc"]}]},

@@ -187,7 +187,8 @@ async def test_metrics_parse_and_count(env: Env, sk69: dict[str, Any]) -> None:
     assert r.text.endswith("\n")
     for line in lines:
         assert _COMMENT.match(line) or _SAMPLE.match(line), line
-    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if not line.startswith("#")}  # fmt: skip
+    pairs = [line.rsplit(" ", 1) for line in lines if not line.startswith("#")]
+    samples = {name: float(value) for name, value in pairs}
     sign = 'route="/v1/keys/{key_id}/sign",method="POST"'
     assert samples[f'tkms_http_requests_total{{{sign},status="200"}}'] == 3
     assert samples[f'tkms_http_requests_total{{{sign},status="400"}}'] == 1

@@ -17,29 +17,40 @@ from tests.coordinator.http.conftest import Env, make_backend, start_env
 GOOD = "0x47173285a8d7341e5e972fc677286384f802f8ef42a5ec5f03bbfa254cb01fad"
 JSON = {"Content-Type": "application/json"}
 
-# (name, body bytes, headers beyond auth, client or None, path, status, code)
+SA = "signer-all"
+OK = json.dumps({"msgHash": GOOD}).encode()
+TEXT = {"Content-Type": "text/plain"}
+
+
+def _mh(value: object) -> bytes:
+    return json.dumps({"msgHash": value}).encode()
+
+
+# (name, body bytes, headers beyond auth, client or None, path key, status, code)
 CASES: list[tuple[str, bytes, dict[str, str], str | None, str, int, str]] = [
-    ("bad hex", b'{"msgHash": "0x' + b"zz" * 32 + b'"}', JSON, "signer-all", "sk69", 400, "invalid_field"),
-    ("31 bytes", b'{"msgHash": "0x' + b"ab" * 31 + b'"}', JSON, "signer-all", "sk69", 400, "invalid_field"),
-    ("33 bytes", b'{"msgHash": "0x' + b"ab" * 33 + b'"}', JSON, "signer-all", "sk69", 400, "invalid_field"),
-    ("no 0x", json.dumps({"msgHash": GOOD[2:]}).encode(), JSON, "signer-all", "sk69", 400, "invalid_field"),
-    ("number", b'{"msgHash": 5}', JSON, "signer-all", "sk69", 400, "invalid_field"),
-    ("missing field", b"{}", JSON, "signer-all", "sk69", 400, "missing_field"),
-    ("unknown field", json.dumps({"msgHash": GOOD, "x": 1}).encode(), JSON, "signer-all", "sk69", 400, "unknown_field"),
-    ("duplicate field", f'{{"msgHash": "{GOOD}", "msgHash": "{GOOD}"}}'.encode(), JSON, "signer-all", "sk69", 400, "malformed_json"),
-    ("non-JSON", b"msgHash=0x00", JSON, "signer-all", "sk69", 400, "malformed_json"),
-    ("JSON array", json.dumps([GOOD]).encode(), JSON, "signer-all", "sk69", 400, "malformed_json"),
-    ("NaN", b'{"msgHash": NaN}', JSON, "signer-all", "sk69", 400, "malformed_json"),
-    ("not UTF-8", b'{"msgHash": "\xff"}', JSON, "signer-all", "sk69", 400, "malformed_json"),
-    ("wrong content type", json.dumps({"msgHash": GOOD}).encode(), {"Content-Type": "text/plain"}, "signer-all", "sk69", 415, "unsupported_media_type"),
-    ("no content type", json.dumps({"msgHash": GOOD}).encode(), {}, "signer-all", "sk69", 415, "unsupported_media_type"),
-    ("unknown key", json.dumps({"msgHash": GOOD}).encode(), JSON, "signer-all", "nope", 404, "unknown_key"),
-    ("key not active", json.dumps({"msgHash": GOOD}).encode(), JSON, "signer-all", "retired", 409, "key_not_active"),
-    ("bad key id", json.dumps({"msgHash": GOOD}).encode(), JSON, "signer-all", "-bad~id", 400, "invalid_field"),
-    ("wrong role (operator)", json.dumps({"msgHash": GOOD}).encode(), JSON, "operator", "sk69", 403, "forbidden"),
-    ("wrong role (auditor)", json.dumps({"msgHash": GOOD}).encode(), JSON, "auditor", "sk69", 403, "forbidden"),
-    ("key not in signer list", json.dumps({"msgHash": GOOD}).encode(), JSON, "signer-k2", "sk69", 403, "forbidden"),
-    ("no API key", json.dumps({"msgHash": GOOD}).encode(), JSON, None, "sk69", 401, "unauthenticated"),
+    ("bad hex", _mh("0x" + "zz" * 32), JSON, SA, "sk69", 400, "invalid_field"),
+    ("31 bytes", _mh("0x" + "ab" * 31), JSON, SA, "sk69", 400, "invalid_field"),
+    ("33 bytes", _mh("0x" + "ab" * 33), JSON, SA, "sk69", 400, "invalid_field"),
+    ("no 0x", _mh(GOOD[2:]), JSON, SA, "sk69", 400, "invalid_field"),
+    ("number", _mh(5), JSON, SA, "sk69", 400, "invalid_field"),
+    ("missing field", b"{}", JSON, SA, "sk69", 400, "missing_field"),
+    ("unknown field", json.dumps({"msgHash": GOOD, "x": 1}).encode(), JSON, SA, "sk69", 400,
+     "unknown_field"),
+    ("duplicate field", f'{{"msgHash": "{GOOD}", "msgHash": "{GOOD}"}}'.encode(), JSON, SA,
+     "sk69", 400, "malformed_json"),
+    ("non-JSON", b"msgHash=0x00", JSON, SA, "sk69", 400, "malformed_json"),
+    ("JSON array", json.dumps([GOOD]).encode(), JSON, SA, "sk69", 400, "malformed_json"),
+    ("NaN", b'{"msgHash": NaN}', JSON, SA, "sk69", 400, "malformed_json"),
+    ("not UTF-8", b'{"msgHash": "\xff"}', JSON, SA, "sk69", 400, "malformed_json"),
+    ("wrong content type", OK, TEXT, SA, "sk69", 415, "unsupported_media_type"),
+    ("no content type", OK, {}, SA, "sk69", 415, "unsupported_media_type"),
+    ("unknown key", OK, JSON, SA, "nope", 404, "unknown_key"),
+    ("key not active", OK, JSON, SA, "retired", 409, "key_not_active"),
+    ("bad key id", OK, JSON, SA, "-bad~id", 400, "invalid_field"),
+    ("wrong role (operator)", OK, JSON, "operator", "sk69", 403, "forbidden"),
+    ("wrong role (auditor)", OK, JSON, "auditor", "sk69", 403, "forbidden"),
+    ("key not in signer list", OK, JSON, "signer-k2", "sk69", 403, "forbidden"),
+    ("no API key", OK, JSON, None, "sk69", 401, "unauthenticated"),
 ]  # fmt: skip
 
 
