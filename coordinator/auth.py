@@ -380,6 +380,23 @@ class ApiKeyStore:
         os.replace(tmp, path)
 
 
+def add_client_to_file(
+    path: Path,
+    client_id: str,
+    roles: Iterable[str],
+    signer_keys: Iterable[str] = (),
+    *,
+    rng: Rng = os_rng,
+) -> str:
+    """Add a client with a fresh API key to the keys file at ``path`` (created if
+    missing, mode 0600) and return the key; the caller shows or stores it once
+    (e.g. ``cluster init`` writes the demo client's key to its own 0600 file)."""
+    store = ApiKeyStore.load(path) if path.exists() else ApiKeyStore()
+    token = store.add_client(client_id, roles, signer_keys, rng=rng)
+    store.save(path)
+    return token
+
+
 def parse_bearer(authorization: str | None, x_api_key: str | None = None) -> str | None:
     """The API key from ``Authorization: Bearer <key>`` or ``X-Api-Key: <key>``.
 

@@ -46,7 +46,10 @@ def _peer(stream: trio.abc.Stream) -> str:
     if isinstance(s, trio.SSLStream):
         s = s.transport_stream
     if isinstance(s, trio.SocketStream):
-        addr = s.socket.getpeername()
+        try:
+            addr = s.socket.getpeername()
+        except OSError:
+            return "unknown"
         return str(addr[0]) if isinstance(addr, tuple) else str(addr)
     return "unknown"
 
@@ -145,8 +148,8 @@ class HttpServer:
             await self._serve(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             pass
-        except h11.LocalProtocolError as exc:  # a bug of ours; never crash the server
-            log.error("HTTP local protocol error: %s", exc)
+        except Exception:  # a bug of ours must end this connection, never the server
+            log.exception("HTTP connection from %s failed", _peer(stream))
         finally:
             self.active -= 1
             with trio.move_on_after(CLOSE_TIMEOUT_S) as cs:
@@ -180,9 +183,10 @@ class HttpServer:
                         ApiError(431, "headers_too_large", f"request head over {head_size} bytes")
                     )
                 headers = _headers(event)
-                declared = headers.get("content-length")
+                declared = headers.get("content-length")  # h11 validated it
+                size = int(declared.rpartition(",")[2]) if declared else None
                 with trio.fail_after(self.config.body_timeout_s):
-                    body = await conn.read_body(int(declared) if declared else None)
+                    body = await conn.read_body(size)
                 target = event.target.decode("ascii")
                 path, _, query = target.partition("?")
                 request = Request(

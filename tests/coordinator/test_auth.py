@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from coordinator.auth import (
     ApiKeyStore,
+    add_client_to_file,
     AuthConfigError,
     IpAllowlist,
     RateLimit,
@@ -177,3 +178,16 @@ def test_random_strings_never_authenticate(raw: str) -> None:
     store = ApiKeyStore()
     store.add_client("alice", ["signer"], ["*"], rng=seeded_rng(b"fixed"))
     assert store.authenticate(raw) is None
+
+
+def test_add_client_to_file_creates_then_appends(tmp_path: Path) -> None:
+    path = tmp_path / "api-keys.json"
+    demo = add_client_to_file(path, "demo", ["operator", "signer"], ["*"])
+    other = add_client_to_file(path, "ci", ["auditor"])
+    store = ApiKeyStore.load(path)
+    c = store.authenticate(demo)
+    assert c is not None and c.is_operator and c.may_sign("any-key")
+    c = store.authenticate(other)
+    assert c is not None and c.roles == frozenset({"auditor"})
+    with pytest.raises(AuthConfigError):
+        add_client_to_file(path, "demo", ["signer"])

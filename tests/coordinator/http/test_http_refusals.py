@@ -216,3 +216,29 @@ async def test_refused_requests_are_counted(env: Env) -> None:
 
 def test_httpx_is_the_client() -> None:
     assert httpx.__version__  # the test extra provides it
+
+
+async def test_backend_bug_is_500_without_details_and_server_survives(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(env.backend, "sign", broken)
+    r = await env.post("/v1/keys/sk69/sign", {"msgHash": GOOD})
+    assert r.status_code == 500
+    assert r.json() == {"error": {"code": "internal_error", "message": "internal error"}}
+    assert (await env.get("/v1/keys")).status_code == 200
+
+
+async def test_slow_backend_is_504(nursery: trio.Nursery, eigen_vectors: dict[str, Any]) -> None:
+    backend = make_backend(eigen_vectors)
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        await trio.sleep(30)
+
+    backend.sign = slow  # type: ignore[method-assign]
+    async for env in start_env(nursery, backend, sign_timeout_s=0.2):
+        r = await env.post("/v1/keys/sk69/sign", {"msgHash": GOOD})
+        assert r.status_code == 504
+        assert r.json()["error"]["code"] == "timeout"
