@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 
 from coordinator.auth import (
     ApiKeyStore,
-    add_client_to_file,
     AuthConfigError,
     IpAllowlist,
     RateLimit,
     RateLimiter,
     StoredKey,
+    add_client_to_file,
     api_keys_path,
     new_api_key,
     parse_bearer,
