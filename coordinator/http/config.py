@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from coordinator.auth import AuthConfigError, IpAllowlist, RateLimit
+from coordinator.config import CoordinatorConfig
 from protocol.errors import Fault, TkmsError
 
 DEFAULT_RATE_LIMIT = RateLimit(per_second=100.0, burst=200.0)
@@ -116,3 +117,27 @@ class HttpConfig:
             IpAllowlist(self.allow_networks)
         except AuthConfigError as exc:
             raise HttpConfigError(str(exc)) from None
+
+
+DKG_PHASES = 6  # upper bound on sequential DKG phases, for the request deadline
+
+
+def http_config_for(cfg: CoordinatorConfig) -> HttpConfig:
+    """The HTTP front end's config from the coordinator's TOML config: listen address,
+    TLS, ``insecure``; request deadlines leave room above the backend's own bounds
+    (a sign fans out within ``sign_timeout_s``; a DKG has up to ``DKG_PHASES``
+    phases of ``dkg_phase_timeout_s``)."""
+    host, port = cfg.http_listen
+    tls = (
+        TlsConfig(cfg.tls_cert, cfg.tls_key)
+        if cfg.tls_cert is not None and cfg.tls_key is not None
+        else None
+    )
+    return HttpConfig(
+        host=host,
+        port=port,
+        tls=tls,
+        insecure=cfg.insecure,
+        sign_timeout_s=max(10.0, 4 * cfg.sign_timeout_s),
+        ceremony_timeout_s=max(300.0, DKG_PHASES * cfg.dkg_phase_timeout_s + 60.0),
+    )

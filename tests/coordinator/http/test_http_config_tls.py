@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from coordinator.auth import ApiKeyStore, cert_fingerprint
-from coordinator.http import HttpConfig, HttpConfigError, TlsConfig, serve_http
+from coordinator.config import parse_config
+from coordinator.http import HttpConfig, HttpConfigError, TlsConfig, http_config_for, serve_http
 from tests.coordinator.fake_backend import FakeBackend
 from tests.coordinator.http.conftest import make_backend
 
@@ -130,3 +131,15 @@ async def test_tls_with_client_certificate(
         with pytest.raises(httpx.HTTPError):  # plaintext to a TLS port fails
             await http.get("/healthz")
     assert backend.signed() == []
+
+
+def test_http_config_from_the_coordinator_config(tmp_path: Path) -> None:
+    text = (
+        'name = "c"\nmanifest = "m.toml"\nnoise_key_file = "n.key"\n'
+        'api_keys_file = "api-keys.json"\nhttp_listen = "127.0.0.1:7000"\n'
+        'grpc_listen = "127.0.0.1:7001"\nsign_timeout_s = 5.0\n'
+    )
+    cfg = http_config_for(parse_config(text, base_dir=tmp_path))
+    assert (cfg.host, cfg.port, cfg.tls, cfg.insecure) == ("127.0.0.1", 7000, None, False)
+    assert cfg.sign_timeout_s == 20.0 and cfg.ceremony_timeout_s == 300.0
+    cfg.validate()
