@@ -107,3 +107,19 @@ async def test_real_responses_match_the_schemas(env: Env, sk69: dict[str, Any]) 
     check(await env.get("/healthz", None), "/healthz", "get")
     check(await env.post("/v1/keys/sk69/sign", {"msgHash": msg}), sign, "post")
     assert statuses == {200, 201, 400, 403, 404, 409, 503}
+
+
+def test_the_fake_backend_has_every_backend_method_with_the_same_signature() -> None:
+    import inspect
+
+    from coordinator.backend import Backend
+
+    methods = [m for m in vars(Backend) if not m.startswith("_")]
+    assert {"sign", "sign_batch", "health", "run_dkg", "import_key"} <= set(methods)
+    for name in methods:
+        want = inspect.signature(getattr(Backend, name))
+        got = inspect.signature(getattr(FakeBackend, name))
+        assert list(want.parameters) == list(got.parameters), name
+        assert [p.kind for p in want.parameters.values()] == [
+            p.kind for p in got.parameters.values()
+        ], name
