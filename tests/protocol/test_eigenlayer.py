@@ -11,7 +11,17 @@ from hypothesis import strategies as st
 from py_ecc import bn128
 
 from protocol import bls
-from protocol.bn254 import G1, G1_GENERATOR, G1_INFINITY, G2, G2_GENERATOR, G2_INFINITY, P, R
+from protocol.bn254 import (
+    G1,
+    G1_GENERATOR,
+    G1_INFINITY,
+    G2,
+    G2_GENERATOR,
+    G2_INFINITY,
+    P,
+    R,
+    prepare_g2,
+)
 from protocol.eigenlayer import (
     EIP712_DOMAIN_TYPEHASH,
     NEG_G2,
@@ -80,13 +90,6 @@ def test_generator_g2_matches_py_ecc_with_imag_first_solidity_order(
         neg[1].coeffs[0],
     ]
     assert all(check["match"] is True for check in eigen_vectors["crossChecks"])
-
-
-def test_keccak_is_not_sha3() -> None:
-    assert keccak256(b"").hex() == (
-        "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
-    )
-    assert keccak256(bytes(64)) == ZERO_PK_HASH
 
 
 # --------------------------------------------------------------------------- signature vectors
@@ -180,7 +183,7 @@ def test_aggregate_vector(eigen_vectors: dict[str, Any], vid: str) -> None:
     )
     avs = AvsSignature(msg, sigma, apk1, apk2)
     assert avs.to_json() == v["avsSignature"] and avs.to_json(hex=True) == v["avsSignatureHex"]
-    assert avs.verify()
+    assert avs.verify(apk_g2_prepared=prepare_g2(apk2))
     assert not verify_signature(msg, apk1, apk2, sigma - sigmas[0])
 
 
