@@ -161,7 +161,9 @@ def _check_extra(value: Any, fld: str, err: type[DecodeError]) -> dict[str, Any]
     for k, v in value.items():
         if not isinstance(k, str) or not _EXTRA_KEY.fullmatch(k):
             raise _bad(fld, f"key must match {_EXTRA_KEY.pattern}", err)
-        if _SECRET_WORDS & set(k.split("_")) or any(w in k for w in ("secret", "passw", "priv")):
+        if _SECRET_WORDS & set(k.split("_")) or any(
+            w in k for w in ("secret", "passw", "priv", "api_key")
+        ):
             raise _bad(f"{fld}.{k}", "name looks like a secret; audit records hold none", err)
         if isinstance(v, list | tuple):
             if len(v) > MAX_LIST:
