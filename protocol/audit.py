@@ -336,6 +336,8 @@ class AuditChain:
         signers: Sequence[str] = (),
         extra: Mapping[str, Any] | None = None,
     ) -> PendingRecord:
+        if isinstance(signers, str):  # a str is a Sequence[str] of its letters
+            raise AuditRecordError("record.signers", "must be a list of names, not a string")
         fields = {
             "v": FORMAT_VERSION,
             "log": self._log_id,

@@ -293,6 +293,8 @@ def test_fields_outside_the_allowlist_are_refused() -> None:
     with pytest.raises(AuditRecordError):
         chain.prepare(**base, signers=["node1", b"node2"])  # type: ignore[arg-type, list-item]
     with pytest.raises(AuditRecordError):
+        chain.prepare(**base, signers="node1")  # type: ignore[arg-type]
+    with pytest.raises(AuditRecordError):
         chain.prepare(time=-1, actor="node1", event="sign", outcome="ok")
     with pytest.raises(AuditRecordError):
         chain.prepare(time=1, actor="node1", event="Sign Now", outcome="ok")
