@@ -52,8 +52,13 @@ class ClusterError(TkmsError):
 class NodeLayout:
     name: str
     index: int
-    address: str
+    address: str  # the manifest's address: where the coordinator dials
     config: Path
+    listen: str = ""  # where the node listens; differs from address behind a proxy
+
+    @property
+    def listen_address(self) -> str:
+        return self.listen or self.address
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,7 @@ class ClusterLayout:
     http: str
     grpc: str
     api_key_file: Path
+    proxied: bool = False  # node addresses in the manifest are proxy ports (tkms chaos)
 
     @property
     def run_dir(self) -> Path:
@@ -83,8 +89,15 @@ class ClusterLayout:
             "clusterId": self.cluster_id,
             "threshold": self.threshold,
             "n": len(self.nodes),
+            "proxied": self.proxied,
             "nodes": [
-                {"name": n.name, "index": n.index, "address": n.address, "config": str(n.config)}
+                {
+                    "name": n.name,
+                    "index": n.index,
+                    "address": n.address,
+                    "listen": n.listen_address,
+                    "config": str(n.config),
+                }
                 for n in self.nodes
             ],
             "coordinator": {
@@ -106,13 +119,20 @@ class ClusterLayout:
             cluster_id=doc["clusterId"],
             threshold=int(doc["threshold"]),
             nodes=tuple(
-                NodeLayout(n["name"], int(n["index"]), n["address"], Path(n["config"]))
+                NodeLayout(
+                    n["name"],
+                    int(n["index"]),
+                    n["address"],
+                    Path(n["config"]),
+                    n.get("listen", n["address"]),
+                )
                 for n in doc["nodes"]
             ),
             coordinator_config=Path(doc["coordinator"]["config"]),
             http=doc["coordinator"]["http"],
             grpc=doc["coordinator"]["grpc"],
             api_key_file=Path(doc["apiKeyFile"]),
+            proxied=bool(doc.get("proxied", False)),
         )
 
 
@@ -170,9 +190,21 @@ def _run_json(args: list[str], *, timeout: float, what: str) -> dict[str, Any]:
 
 
 def init_cluster(
-    root: Path, *, nodes: int, threshold: int, progress: Progress, timeout: float = 120.0
+    root: Path,
+    *,
+    nodes: int,
+    threshold: int,
+    progress: Progress,
+    timeout: float = 120.0,
+    proxied: bool = False,
 ) -> ClusterLayout:
-    """Generate a fresh local cluster in ``root`` (which must not hold one already)."""
+    """Generate a fresh local cluster in ``root`` (which must not hold one already).
+
+    With ``proxied`` every node listens on a port of its own (``--listen``) while the
+    manifest gives the coordinator another one, where ``tkms chaos`` runs a loopback
+    proxy per node (cluster.json records both: ``listen`` and ``address``). Such a
+    cluster only works while something forwards the manifest ports to the nodes.
+    """
     if not 2 <= threshold <= nodes:
         raise ClusterError(f"--threshold must be in [2, {nodes}], got {threshold}")
     if nodes > 64:
@@ -182,10 +214,11 @@ def init_cluster(
     root.mkdir(parents=True, exist_ok=True)
     for sub in ("nodes", "coordinator", "transcripts", "run"):
         (root / sub).mkdir(exist_ok=True)
-    ports = free_ports(nodes + 2)
+    ports = free_ports(2 * nodes + 2 if proxied else nodes + 2)
     manifest_path = root / "manifest.toml"
     names = [f"node{i}" for i in range(1, nodes + 1)]
     addresses = [f"127.0.0.1:{ports[i]}" for i in range(nodes)]
+    listens = [f"127.0.0.1:{ports[nodes + 2 + i]}" for i in range(nodes)] if proxied else addresses
 
     def init_node(i: int) -> dict[str, Any]:
         return _run_json(
@@ -193,7 +226,7 @@ def init_cluster(
                 "node", "init",
                 "--name", names[i],
                 "--data-dir", str(root / "nodes" / names[i]),
-                "--listen", addresses[i],
+                "--listen", listens[i],
                 "--manifest", str(manifest_path),
             ],
             timeout=timeout,
@@ -240,13 +273,14 @@ def init_cluster(
         cluster_id=manifest.cluster_id.hex(),
         threshold=threshold,
         nodes=tuple(
-            NodeLayout(names[i], i + 1, addresses[i], Path(node_infos[i]["config"]))
+            NodeLayout(names[i], i + 1, addresses[i], Path(node_infos[i]["config"]), listens[i])
             for i in range(nodes)
         ),
         coordinator_config=Path(coord["config"]),
         http=http,
         grpc=grpc,
         api_key_file=api_key_file,
+        proxied=proxied,
     )
     tmp = root / (CLUSTER_FILE + ".tmp")
     tmp.write_text(json.dumps(layout.to_json(), indent=2) + "\n")
