@@ -18,6 +18,7 @@ fixed keys through it; production uses the OS generator).
 
 from __future__ import annotations
 
+import copy
 import enum
 import re
 from collections.abc import Mapping, Sequence
@@ -304,6 +305,13 @@ class HandshakeState:
         c1, c2 = self._sym.split()
         send, receive = (c1, c2) if self.initiator else (c2, c1)
         return TransportState(send, receive, self._sym.h, self._rs)
+
+    def copy(self) -> HandshakeState:
+        """An independent copy (every other attribute is immutable), so a caller can
+        try a read followed by a write and keep the original if either fails."""
+        other = copy.copy(self)
+        other._sym = self._sym.copy()
+        return other
 
     def __repr__(self) -> str:
         role = "initiator" if self.initiator else "responder"
