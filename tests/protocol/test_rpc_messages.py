@@ -72,7 +72,7 @@ def test_envelope_strictness() -> None:
     with pytest.raises(ProtocolViolation):
         decode_response(encode_canonical({"id": 1, "result": 1, "error": None}), max_len=99)
     with pytest.raises(ProtocolViolation):
-        decode_response(b"\x82\xa2id\x01\xa6result\xc0", max_len=99)  # keys not sorted
+        decode_response(b"\x82\xa6result\xc0\xa2id\x01", max_len=99)  # keys not sorted
     with pytest.raises(ProtocolViolation):
         decode_response(encode_result(1, b"x" * 200), max_len=99)  # over the limit
 
