@@ -19,6 +19,7 @@ from protocol.errors import TkmsError
 COMMAND_MODULES: tuple[str, ...] = (
     "cluster.bench",
     "cluster.demo",
+    "node.commands",
 )
 
 Handler = Callable[[argparse.Namespace], int]
