@@ -56,9 +56,9 @@ BLOCK_HISTORY = 64
 BLOCK_MIN = 16
 STARTUP_BYTES = 4096
 DRAW_BYTES = 32  # bytes of each source per Rng call
-POOL_TARGET = 8192  # token bytes kept ready (256 draws)
-POOL_LOW = 4096
-REFILL_CHUNK = 1024  # token bytes per C_GenerateRandom
+POOL_TARGET = 65536  # token bytes kept ready (2048 draws)
+POOL_LOW = 32768
+REFILL_CHUNK = 4096  # token bytes per C_GenerateRandom
 MAX_MIX_OUTPUT = 255 * 32
 MIX_SALT = b"tkms/v1/entropy-mix"
 MIX_INFO = b"tkms/v1/rng\x00"
@@ -336,7 +336,7 @@ class EntropyService:
     """The async side: refills the pool from the token through the HSM worker.
 
     Call it like an ``Rng``; ``await reserve(draws)`` before protocol code that
-    needs more than the pool holds (the pool keeps >= 128 draws ready)."""
+    needs more than the pool holds (the pool keeps >= 1024 draws ready)."""
 
     def __init__(self, hsm: HsmSession, pool: EntropyPool) -> None:
         self._hsm = hsm
