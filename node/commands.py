@@ -29,11 +29,20 @@ from typing import Any
 import trio
 
 from cluster.output import emit, progress
-from node.config import NodeConfig, check_pin, load_config, parse_listen, read_pin_file
+from node.config import (
+    NodeConfig,
+    check_name,
+    check_pin,
+    check_token_label,
+    load_config,
+    parse_listen,
+    read_pin_file,
+)
 from node.entropy import open_entropy
 from node.files import atomic_write
-from node.hsm import SOFTHSM_MODULE, init_softhsm_token, open_hsm, write_softhsm_conf
+from node.hsm import SOFTHSM_MODULE, open_hsm
 from node.identity import PUBLIC_FILE, SEALED_DIR, PublicIdentity, create_identity, unseal_identity
+from node.softhsm import init_softhsm_token, write_softhsm_conf
 from protocol.errors import Fault, TkmsError
 from protocol.rng import os_rng
 
@@ -99,11 +108,13 @@ def init_node(args: argparse.Namespace) -> dict[str, Any]:
             f"{data_dir} is already initialised ({', '.join(found)}): refusing to overwrite"
         )
     parse_listen(args.listen, "--listen")
+    check_name(args.name)
     generic = args.pkcs11_module is not None
     if generic and not args.token_label:
         raise NodeInitError("--pkcs11-module needs --token-label (the existing token's label)")
     module = args.pkcs11_module.resolve() if generic else SOFTHSM_MODULE
     label = args.token_label or f"tkms-{args.name}"
+    check_token_label(label, "--token-label")
 
     created_dir = not data_dir.exists()
     created: list[Path] = []

@@ -68,8 +68,8 @@ class NodeConfig:
     softhsm2_conf: Path | None = None
 
     def __post_init__(self) -> None:
-        _check_name(self.name)
-        _check_token_label(self.token_label, "hsm.token_label")
+        check_name(self.name)
+        check_token_label(self.token_label, "hsm.token_label")
         parse_listen(self.listen, "listen")
         if (self.pin_env is None) == (self.pin_file is None):
             raise ConfigError("hsm.pin_env", "exactly one of hsm.pin_env and hsm.pin_file")
@@ -223,12 +223,12 @@ def read_pin_file(path: Path, key: str) -> str:
     return check_pin(text.rstrip("\n"), key)
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
     if not NODE_NAME_RE.match(name):
         raise ConfigError("name", "1..63 of [A-Za-z0-9._-], starting with a letter or digit")
 
 
-def _check_token_label(label: str, key: str) -> None:
+def check_token_label(label: str, key: str) -> None:
     if not 1 <= len(label.encode("utf-8")) <= 32 or label != label.strip():
         raise ConfigError(key, "1..32 bytes (UTF-8), no leading/trailing space")
 

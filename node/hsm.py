@@ -13,8 +13,7 @@ Two layers:
   mutexes under python-pkcs11's ``C_Initialize(NULL)``) never sees two threads at
   once. Open it with ``open_hsm(config)``.
 
-Token provisioning: ``init_softhsm_token`` does C_InitToken (via ctypes, same
-dlopen handle as python-pkcs11) and C_InitPIN for SoftHSM2. A real HSM is
+Token provisioning for SoftHSM2 is in ``node.softhsm``. A real HSM is
 provisioned with its vendor tools (or ``pkcs11-tool --init-token`` /
 ``--init-pin``); the node then only needs the module path, the token label and
 the user PIN (see docs/threat-model.md, "Sealing and node storage").
@@ -142,24 +141,7 @@ class TokenKeyInfo:
     modifiable: bool
 
 
-# ---------------------------------------------------------------- SoftHSM config
-
-
-def write_softhsm_conf(base_dir: Path) -> Path:
-    """Create ``<base>/tokens`` (0700) and ``<base>/softhsm2.conf`` naming it."""
-    tokendir = base_dir.resolve() / "tokens"
-    tokendir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    conf = base_dir.resolve() / "softhsm2.conf"
-    conf.write_text(
-        f"directories.tokendir = {tokendir}\n"
-        "objectstore.backend = file\n"
-        "log.level = ERROR\n"
-        "slots.removable = false\n"
-        "slots.mechanisms = ALL\n"
-        "library.reset_on_fork = false\n"
-    )
-    conf.chmod(0o600)
-    return conf
+# ---------------------------------------------------------------- SoftHSM config check
 
 
 def check_softhsm_conf(conf: Path) -> Path:
@@ -197,10 +179,10 @@ class _Loaded:
 
 
 _LOADED: dict[str, _Loaded] = {}
-_REGISTRY_LOCK = threading.Lock()
+REGISTRY_LOCK = threading.Lock()
 
 
-def _load_module(module_path: Path, conf: Path | None) -> _Loaded:
+def load_module(module_path: Path, conf: Path | None) -> _Loaded:
     """Load (once per process) and initialise the module with the right config."""
     if not module_path.is_file():
         raise ModuleMissing(f"PKCS#11 module not found: {module_path}")
@@ -208,7 +190,7 @@ def _load_module(module_path: Path, conf: Path | None) -> _Loaded:
     if conf is not None:
         check_softhsm_conf(conf)
     key = str(module_path)
-    with _REGISTRY_LOCK:
+    with REGISTRY_LOCK:
         entry = _LOADED.get(key)
         if entry is not None and entry.conf == conf_str:
             if not entry.lib.initialized:
@@ -247,40 +229,8 @@ def _close_all_sessions(module_path: Path, slot_id: int) -> None:
     lib.C_CloseAllSessions(slot_id)
 
 
-def _initialised_labels(lib: Any) -> list[str]:
+def initialised_labels(lib: Any) -> list[str]:
     return sorted(t.label for t in lib.get_tokens() if t.flags & TokenFlag.TOKEN_INITIALIZED)
-
-
-def init_softhsm_token(
-    module_path: Path, conf: Path, label: str, *, so_pin: str, user_pin: str
-) -> None:
-    """Initialise a free SoftHSM slot as token ``label`` with both PINs (C_InitToken via
-    ctypes, then C_InitPIN in an SO session). Refuses an existing label."""
-    entry = _load_module(module_path, conf)
-    lib = entry.lib
-    with _REGISTRY_LOCK:
-        if label in _initialised_labels(lib):
-            raise HsmConfigError(f"a token labelled {label!r} already exists")
-        free = [
-            s
-            for s in lib.get_slots(token_present=True)
-            if not (s.get_token().flags & TokenFlag.TOKEN_INITIALIZED)
-        ]
-        if not free:
-            raise HsmConfigError(f"no free slot in {conf} to initialise a token")
-        raw = ctypes.CDLL(str(module_path))
-        raw.C_InitToken.argtypes = [ctypes.c_ulong, ctypes.c_char_p, ctypes.c_ulong]
-        raw.C_InitToken.argtypes += [ctypes.c_char_p]
-        raw.C_InitToken.restype = ctypes.c_ulong
-        so = so_pin.encode()
-        rv = raw.C_InitToken(free[0].slot_id, so, len(so), label.encode().ljust(32, b" "))
-        if rv:
-            raise HsmOperationError(f"C_InitToken failed: CKR 0x{rv:x}")
-        try:
-            with lib.get_token(token_label=label).open(rw=True, so_pin=so_pin) as so_session:
-                so_session.init_pin(user_pin)
-        except p11e.PKCS11Error as exc:
-            raise HsmOperationError(f"C_InitPIN failed: {type(exc).__name__}") from None
 
 
 # ---------------------------------------------------------------- sync core
@@ -311,25 +261,25 @@ class HsmCore:
         softhsm2_conf: Path | None = None,
     ) -> HsmCore:
         """Load the module, find the token by label and log in with ``pin``."""
-        entry = _load_module(module_path, softhsm2_conf)
+        entry = load_module(module_path, softhsm2_conf)
         lib = entry.lib
-        with _REGISTRY_LOCK:
+        with REGISTRY_LOCK:
             if token_label in entry.open_tokens:
                 raise TokenInUse(f"token {token_label!r} is already open in this process")
             try:
                 token = lib.get_token(token_label=token_label)
             except p11e.NoSuchToken:
                 if entry.open_tokens:
-                    raise TokenNotFound(token_label, _initialised_labels(lib)) from None
+                    raise TokenNotFound(token_label, initialised_labels(lib)) from None
                 lib.reinitialize()  # rescan: the token may have been created by another process
                 try:
                     token = lib.get_token(token_label=token_label)
                 except p11e.NoSuchToken:
-                    raise TokenNotFound(token_label, _initialised_labels(lib)) from None
+                    raise TokenNotFound(token_label, initialised_labels(lib)) from None
             except p11e.MultipleTokensReturned:
                 raise HsmConfigError(f"several tokens are labelled {token_label!r}") from None
             if not token.flags & TokenFlag.TOKEN_INITIALIZED:
-                raise TokenNotFound(token_label, _initialised_labels(lib))
+                raise TokenNotFound(token_label, initialised_labels(lib))
             slot_id = token.slot.slot_id
             try:
                 session = token.open(rw=True, user_pin=pin)
@@ -361,7 +311,7 @@ class HsmCore:
                 return
             self._closed = True
             self._keys.clear()
-            with _REGISTRY_LOCK:
+            with REGISTRY_LOCK:
                 self._entry.open_tokens.discard(self.token_label)
                 # a session already gone (e.g. module finalised) has nothing to release
                 with contextlib.suppress(p11e.PKCS11Error):
