@@ -201,6 +201,7 @@ def test_unknown_version_and_mechanism(softhsm: SoftHsm) -> None:
     ctx = ShareContext(CLUSTER, "k", 1, 1)
     core.create_aes_key(ctx.seal_key_label)
     blob = seal(core, ctx, os_rng(32))
+    before = _state(softhsm)
     for version in (0, 2, 255):
         with pytest.raises(UnknownBlobVersion, match=f"version {version} is not supported"):
             unseal(core, ctx, bytes([version]) + blob[1:])
@@ -208,6 +209,7 @@ def test_unknown_version_and_mechanism(softhsm: SoftHsm) -> None:
         unseal(core, ctx, blob[:1] + bytes([7]) + blob[2:])
     with pytest.raises(UnknownMechanism):
         seal(core, ctx, b"x", mechanism=9)
+    assert _state(softhsm) == before
     core.destroy_key(ctx.seal_key_label)
     with pytest.raises(SealKeyUnavailable, match="not in this token"):
         unseal(core, ctx, blob)

@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from pkcs11 import Attribute, ObjectClass
+from pkcs11 import exceptions as p11e
 from py_ecc.optimized_bn128 import G1 as PY_G1
 from py_ecc.optimized_bn128 import G2 as PY_G2
 from py_ecc.optimized_bn128 import multiply, normalize
@@ -25,6 +27,7 @@ from node.store import (
     KeyNotActive,
     KeyStatus,
     MetadataLog,
+    ShareCache,
     StoreCorrupt,
     open_store,
 )
@@ -233,6 +236,16 @@ async def test_no_secret_in_the_clear_under_the_data_dir(softhsm: SoftHsm, tmp_p
             await store.put_share(_metadata("s", shares, secret), shares[1])
             await store.activate("s")
             assert await store.get_share("s") == shares[1]
+        with softhsm.raw_session("node0") as session:  # every key node code made
+            keys = list(session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY}))
+            assert sorted(str(k[Attribute.LABEL]) for k in keys) == [
+                "tkms/identity/v1",
+                "tkms/share/s/1",
+            ]
+            for key in keys:
+                assert key[Attribute.EXTRACTABLE] is False and key[Attribute.SENSITIVE] is True
+                with pytest.raises(p11e.AttributeSensitive):
+                    key[Attribute.VALUE]
     secrets = [identity.noise_private_key, identity.ed25519_seed, shares[1].to_bytes(32, "big")]
     files = snapshot(config.data_dir, softhsm.base, skip_token_meta=False)
     assert any("share-1.sealed" in f for f in files) and any("ed25519.sealed" in f for f in files)
@@ -241,3 +254,13 @@ async def test_no_secret_in_the_clear_under_the_data_dir(softhsm: SoftHsm, tmp_p
         for s in secrets:
             for needle in _needles(s):
                 assert needle not in data, f"{name} holds a secret in the clear"
+
+
+def test_share_cache_overwrites_on_drop() -> None:
+    cache = ShareCache()
+    cache.put("k", 1, (12345).to_bytes(32, "big"))
+    buffer = cache._entries["k"][1]
+    assert cache.get("k", 1) == 12345 and cache.get("k", 2) is None
+    cache.drop("k")
+    assert "k" not in cache and buffer == bytearray(32)
+    assert "12345" not in repr(cache)
