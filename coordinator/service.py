@@ -286,18 +286,24 @@ class CoordinatorService:
     async def get_key(self, key_id: str) -> KeyInfo:
         return self.registry.get(key_id)
 
+    # Until the signing work lands: a known key answers 501, an unknown one 404.
+
     async def sign(self, key_id: str, msg_hash: bytes, *, client: Client) -> SignResult:
+        self.registry.get(key_id)
         raise NotImplementedYet("threshold signing")
 
     async def sign_batch(
         self, key_id: str, msg_hashes: Sequence[bytes], *, client: Client
     ) -> list[SignResult | BackendError]:
+        self.registry.get(key_id)
         raise NotImplementedYet("threshold signing")
 
     async def sign_point(self, key_id: str, point: G1, *, client: Client) -> G1:
+        self.registry.get(key_id)
         raise NotImplementedYet("threshold signing")
 
     async def destroy_key(self, key_id: str, *, client: Client) -> None:
+        self.registry.get(key_id)
         raise NotImplementedYet("key destruction")
 
     async def run_dkg(
