@@ -196,8 +196,8 @@ class Connection:
         if not data:
             self._eof = True
             return
-        if self._pos and self._pos == len(self._in):
-            self._in.clear()
+        if self._pos:  # drop what was consumed; at most one partial frame remains
+            del self._in[: self._pos]
             self._pos = 0
         self._in += data
 
