@@ -250,7 +250,7 @@ class _ServerSession:
                 nursery.start_soon(self._serve_request, event)
             elif isinstance(event, RequestRejected):
                 log.info(
-                    "rejected %s request %d from %s: %s",
+                    "rejected %r request %d from %s: %s",
                     event.method[:64],
                     event.request_id,
                     self.peer,
