@@ -223,7 +223,7 @@ class _Session:
     async def call(self, method: Method, params: dict[str, Any]) -> Any:
         limits = self.conn.peer_limits
         cap = limits.max_in_flight if limits else 1
-        while self.closed is None and self.conn.statistics().requests_in_flight >= cap:
+        while self.closed is None and self.conn.requests_in_flight >= cap:
             await self.room.park()
         if self.closed is not None or self.conn.phase is not Phase.OPEN:
             raise NodeUnavailable(self.node.endpoint.name, self.closed or "session ending")
