@@ -48,7 +48,7 @@ from protocol.rpc import (
 )
 
 log = logging.getLogger("tkms.sessions")
-RECEIVE_BYTES = 65537
+RECEIVE_BYTES = 256 * 1024
 
 
 class SessionError(TkmsError):
@@ -162,21 +162,31 @@ class _Session:
         self.node = node
         self.stream = stream
         self.conn = conn
-        self.send_lock = trio.Lock()
+        self.wake_writer = trio.Event()
         self.slots: dict[int, _Slot] = {}
         self.room = trio.lowlevel.ParkingLot()  # callers waiting for a free in-flight slot
         self.closed: str | None = None  # why the session ended
-        self.scope: trio.CancelScope | None = None  # the session's nursery, once up
+        self.scope: trio.CancelScope | None = None  # the session's nursery
 
-    async def flush(self) -> None:
-        async with self.send_lock:
+    def kick(self) -> None:
+        """Wake the writer: the connection has bytes to send."""
+        self.wake_writer.set()
+
+    async def writer(self) -> None:
+        """The one task that writes: everything queued since its last send goes out in
+        one ``send_all``; a failure ends the session."""
+        while True:
             data = self.conn.data_to_send()
-            if data:
-                try:
-                    with trio.fail_after(self.node.config.send_timeout_s):
-                        await self.stream.send_all(data)
-                except trio.TooSlowError:
-                    raise trio.BrokenResourceError("send timed out") from None
+            if not data:
+                await self.wake_writer.wait()
+                self.wake_writer = trio.Event()
+                continue
+            try:
+                with trio.fail_after(self.node.config.send_timeout_s):
+                    await self.stream.send_all(data)
+            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self.end(f"send failed: {exc or type(exc).__name__}")
+                return
 
     async def receive(self) -> bool:
         """Read once and deliver the events; False once the peer has closed."""
@@ -195,7 +205,7 @@ class _Session:
                 slot.error = InvalidResult(f"{self.node.endpoint.name}.result", event.reason)
             slot.done.set()
         self.room.unpark_all()
-        await self.flush()
+        self.kick()
         return True
 
     def end(self, reason: str) -> None:
@@ -213,17 +223,15 @@ class _Session:
     async def call(self, method: Method, params: dict[str, Any]) -> Any:
         limits = self.conn.peer_limits
         cap = limits.max_in_flight if limits else 1
-        while self.closed is None and self.conn.statistics().requests_in_flight >= cap:
+        while self.closed is None and self.conn.requests_in_flight >= cap:
             await self.room.park()
         if self.closed is not None or self.conn.phase is not Phase.OPEN:
             raise NodeUnavailable(self.node.endpoint.name, self.closed or "session ending")
         request_id = self.conn.send_request(method, params)  # LocalSchemaError: our bug
         slot = self.slots[request_id] = _Slot()
+        self.kick()
         try:
-            await self.flush()
             await slot.done.wait()
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.end(f"stream broken: {exc}")
         finally:
             if not slot.done.is_set():  # cancelled (timeout): drop the late answer
                 self.slots.pop(request_id, None)
@@ -388,19 +396,23 @@ class SessionManager:
         )
         session = _Session(node, stream, conn)
         came_up = False
+        reason: str | None = None
         try:
-            reason = await _guarded(self._handshake(session))
-            if reason is None:
-                came_up = True
-                node.sessions += 1
-                node.last_error = None
-                node.set_session(session)
-                log.info("session up with %s (%s:%d)", endpoint.name, endpoint.host, endpoint.port)
-                async with trio.open_nursery() as nursery:
-                    session.scope = nursery.cancel_scope
+            async with trio.open_nursery() as nursery:
+                session.scope = nursery.cancel_scope
+                nursery.start_soon(session.writer)
+                reason = await _guarded(self._handshake(session))
+                if reason is None:
+                    came_up = True
+                    node.sessions += 1
+                    node.last_error = None
+                    node.set_session(session)
+                    log.info(
+                        "session up with %s (%s:%d)", endpoint.name, endpoint.host, endpoint.port
+                    )
                     nursery.start_soon(self._ping_loop, session)
                     reason = await _guarded(_read_all(session))
-                    nursery.cancel_scope.cancel()
+                nursery.cancel_scope.cancel()
         finally:
             reason = session.closed or reason or "session ended"
             session.end(reason)
@@ -414,7 +426,7 @@ class SessionManager:
         return came_up
 
     async def _handshake(self, session: _Session) -> str:
-        await session.flush()
+        session.kick()
         with trio.fail_after(self._config.handshake_timeout_s):
             while session.conn.phase is not Phase.OPEN:
                 if not await session.receive():

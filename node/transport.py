@@ -56,7 +56,7 @@ from protocol.rpc import (
 log = logging.getLogger("tkms.transport")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
-RECEIVE_BYTES = 65537  # one full frame plus its header, per read
+RECEIVE_BYTES = 256 * 1024  # several full frames per read
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,13 +179,14 @@ class _ServerSession:
             methods=[r.method for r in listener.routes.values()],
             limits=listener.config.limits,
         )
-        self.send_lock = trio.Lock()
+        self.wake_writer = trio.Event()
         self.close_reason: str | None = None
         self.nursery: trio.Nursery | None = None
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
+            nursery.start_soon(self._writer)
             reason = await self._read_loop(nursery)
             self.close_reason = self.close_reason or reason
             nursery.cancel_scope.cancel()
@@ -194,10 +195,31 @@ class _ServerSession:
         else:
             log.warning("closing connection from %s: %s", self.peer, self.close_reason)
 
+    def _kick(self) -> None:
+        """Wake the writer: the connection has bytes to send."""
+        self.wake_writer.set()
+
+    async def _writer(self) -> None:
+        """The one task that writes: everything queued since its last send goes out in
+        one ``send_all`` (responses finishing together share a syscall)."""
+        while True:
+            data = self.conn.data_to_send()
+            if not data:
+                await self.wake_writer.wait()
+                self.wake_writer = trio.Event()
+                continue
+            try:
+                with trio.fail_after(self.config.send_timeout_s):
+                    await self.stream.send_all(data)
+            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self.close_reason = self.close_reason or f"send failed: {exc or type(exc).__name__}"
+                if self.nursery is not None:
+                    self.nursery.cancel_scope.cancel()
+                return
+
     async def _read_loop(self, nursery: trio.Nursery) -> str | None:
         """Returns the reason the connection must close (None: the peer closed it)."""
         try:
-            await self._flush()  # our hello
             with trio.fail_after(self.config.handshake_timeout_s):
                 while self.conn.phase is not Phase.OPEN:
                     if not await self._receive(nursery):
@@ -228,7 +250,7 @@ class _ServerSession:
                 nursery.start_soon(self._serve_request, event)
             elif isinstance(event, RequestRejected):
                 log.info(
-                    "rejected %s request %d from %s: %s",
+                    "rejected %r request %d from %s: %s",
                     event.method[:64],
                     event.request_id,
                     self.peer,
@@ -238,18 +260,8 @@ class _ServerSession:
                 log.info("session open with %s (key %s)", self.peer, event.remote_static.hex())
             elif isinstance(event, ConnectionClosed):
                 return False
-        await self._flush()
+        self._kick()
         return True
-
-    async def _flush(self) -> None:
-        async with self.send_lock:
-            data = self.conn.data_to_send()
-            if data:
-                try:
-                    with trio.fail_after(self.config.send_timeout_s):
-                        await self.stream.send_all(data)
-                except trio.TooSlowError:
-                    raise trio.BrokenResourceError("send timed out") from None
 
     async def _serve_request(self, event: RequestReceived) -> None:
         method = event.method.name
@@ -274,12 +286,7 @@ class _ServerSession:
         except Exception:
             log.exception("handler of %s failed", method)
             self._send_error(rid, ErrorCode.INTERNAL, "internal error")
-        try:
-            await self._flush()
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.close_reason = self.close_reason or f"stream broken: {exc}"
-            if self.nursery is not None:
-                self.nursery.cancel_scope.cancel()  # ends the read loop and the session
+        self._kick()
 
     def _respond(self, request_id: int, method: str, result: Any) -> None:
         if self.conn.phase is not Phase.OPEN:

@@ -146,7 +146,7 @@ class Connection:
         self._in = bytearray()
         self._pos = 0
         self._eof = False
-        self._out = bytearray(encode_hello(version))
+        self._out: list[bytes] = [encode_hello(version)]  # joined by data_to_send
         self._partial: list[bytes] = []
         self._partial_len = 0
         self._next_id = 0
@@ -156,7 +156,7 @@ class Connection:
         self._frames_received = self._messages_received = 0
         self._frames_sent = self._messages_sent = 0
         if role is Role.INITIATOR:
-            self._out += frame(self._hs.write_message())
+            self._out.append(frame(self._hs.write_message()))
 
     # -- observation ------------------------------------------------------------------
 
@@ -168,8 +168,14 @@ class Connection:
     def peer_limits(self) -> Limits | None:
         return self._peer_limits
 
+    @property
+    def requests_in_flight(self) -> int:
+        """Initiator: requests not yet answered (abandoned ones included, since the peer
+        still counts them); responder: requests being served."""
+        return len(self._pending) + len(self._abandoned) + len(self._serving)
+
     def statistics(self) -> ConnectionStatistics:
-        in_flight = len(self._pending) + len(self._abandoned) + len(self._serving)
+        in_flight = self.requests_in_flight
         return ConnectionStatistics(
             phase=self._phase,
             buffered_bytes=len(self._in) - self._pos,
@@ -196,8 +202,8 @@ class Connection:
         if not data:
             self._eof = True
             return
-        if self._pos and self._pos == len(self._in):
-            self._in.clear()
+        if self._pos:  # drop what was consumed; at most one partial frame remains
+            del self._in[: self._pos]
             self._pos = 0
         self._in += data
 
@@ -298,7 +304,8 @@ class Connection:
         if available < FRAME_HEADER_LEN + size:
             return None
         start = self._pos + FRAME_HEADER_LEN
-        return bytes(self._in[start : start + size])
+        with memoryview(self._in) as view:  # one copy, and the buffer stays resizable
+            return bytes(view[start : start + size])
 
     def _check_peer(self, hs: HandshakeState) -> bytes:
         rs = hs.remote_static
@@ -315,7 +322,7 @@ class Connection:
                 raise ProtocolViolation("handshake.payload", "message 1 must be empty")
             reply = frame(hs.write_message(encode_canonical(self._limits.to_dict())))
             self._hs = hs
-            self._out += reply
+            self._out.append(reply)
             self._frames_sent += 1
             self._phase = TRANSITIONS[(self._phase, Action.RECEIVE_HANDSHAKE)]
             return None
@@ -327,7 +334,7 @@ class Connection:
         transport = hs.split()
         # Commit.
         self._hs = hs
-        self._out += reply
+        self._out.append(reply)
         self._frames_sent += 1 if reply else 0
         self._send, self._recv = transport.send, transport.receive
         self._peer_limits, self.remote_static = peer_limits, rs
@@ -406,7 +413,7 @@ class Connection:
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call (may be empty)."""
-        data = bytes(self._out)
+        data = b"".join(self._out)
         self._out.clear()
         return data
 
@@ -432,8 +439,8 @@ class Connection:
         for i in range(count):
             flag = _FLAG_BYTES[FLAG_MORE if i + 1 < count else FLAG_LAST]
             ciphertext = self._send.encrypt_with_ad(b"", flag + view[i * step : (i + 1) * step])
-            self._out += len(ciphertext).to_bytes(2, "big")
-            self._out += ciphertext
+            self._out.append(len(ciphertext).to_bytes(2, "big"))
+            self._out.append(ciphertext)
         self._frames_sent += count
         self._messages_sent += 1
 

@@ -41,6 +41,12 @@ def _fail(path: str, reason: str) -> SchemaError:
     return SchemaError(path, reason)
 
 
+def _key(name: Any) -> str:
+    """A map key as it may appear in a path: peer-controlled, so short and escaped."""
+    text = str(name)
+    return text if text.isidentifier() and len(text) <= 64 else repr(text[:64])
+
+
 @dataclass(frozen=True, slots=True)
 class Nil(Schema):
     """Exactly None."""
@@ -177,7 +183,7 @@ class MapOf(Schema):
             raise _fail(path, f"must have {self.min_len}..{self.max_len} entries")
         for k, v in value.items():
             self.key.check(k, f"{path}.<key>")
-            self.value.check(v, f"{path}.{k}")
+            self.value.check(v, f"{path}.{_key(k)}")
         return value
 
 
@@ -200,7 +206,7 @@ class Struct(Schema):
             raise _fail(path, "must be a map")
         for name in value:
             if name not in self.fields and name not in self.optional:
-                raise _fail(f"{path}.{name}", "unknown field")
+                raise _fail(f"{path}.{_key(name)}", "unknown field")
         for name, schema in self.fields.items():
             if name not in value:
                 raise _fail(f"{path}.{name}", "missing field")

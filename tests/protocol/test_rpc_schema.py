@@ -125,3 +125,9 @@ def test_arbitrary_values_pass_or_raise_schema_error(value: Any) -> None:
         SIGN_LIKE.check(value, "params")
     except SchemaError as exc:
         assert exc.field.startswith("params")
+
+
+def test_peer_controlled_names_in_error_paths_are_short_and_escaped() -> None:
+    with pytest.raises(SchemaError) as info:
+        SIGN_LIKE.check({**GOOD, "x\n" * 10_000: 1}, "params")
+    assert len(info.value.field) < 300 and "\n" not in info.value.field
