@@ -14,7 +14,7 @@ from typing import Any
 
 from coordinator.backend import PasswordRef, is_valid_key_id
 from coordinator.http.core import ApiError
-from coordinator.http.views import parse_msg_hash
+from protocol.encoding import msg_hash_from_hex
 from protocol.errors import DecodeError
 
 RESERVED_KEY_IDS = frozenset({"import"})  # literal path segments under /v1/keys
@@ -74,10 +74,8 @@ def key_id(value: Any, field: str = "keyId", *, new: bool = False) -> str:
 
 
 def msg_hash(value: Any, field: str) -> bytes:
-    if not isinstance(value, str):
-        raise invalid(field, "expected a string '0x' + 64 hex digits")
     try:
-        return parse_msg_hash(value, field)
+        return msg_hash_from_hex(value, field=field)
     except DecodeError as exc:
         raise invalid(field, exc.reason) from None
 

@@ -7,31 +7,10 @@ G1 points are ``{"X", "Y"}`` and G2 points ``{"X": [imag, real], "Y": [imag, rea
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from coordinator.backend import Health, KeyInfo, SignResult
-from protocol.bn254 import G1, G2
-from protocol.errors import DecodeError, InvalidLength
-
-# TODO(bls): switch to protocol.encoding.{g1_to_json, g2_to_json, msg_hash_from_hex}.
-_HEX_RE = re.compile(r"^0x[0-9a-fA-F]*$")
-
-
-def g1_json(p: G1) -> dict[str, str]:
-    return {"X": str(p.x), "Y": str(p.y)}
-
-
-def g2_json(q: G2) -> dict[str, list[str]]:
-    return {"X": [str(q.x[1]), str(q.x[0])], "Y": [str(q.y[1]), str(q.y[0])]}
-
-
-def parse_msg_hash(s: str, field: str) -> bytes:
-    if not _HEX_RE.match(s):
-        raise DecodeError(field, "expected '0x' followed by hex digits")
-    if len(s) != 66:
-        raise InvalidLength(field, f"expected 32 bytes (64 hex digits), got {len(s) - 2} digits")
-    return bytes.fromhex(s[2:])
+from protocol.encoding import g1_to_json, g2_to_json
 
 
 def hex32(b: bytes) -> str:
@@ -46,8 +25,8 @@ def key_view(k: KeyInfo) -> dict[str, Any]:
         "epoch": k.epoch,
         "status": k.status,
         "holders": list(k.holders),
-        "pubkeyG1": g1_json(k.pk_g1),
-        "pubkeyG2": g2_json(k.pk_g2),
+        "pubkeyG1": g1_to_json(k.pk_g1),
+        "pubkeyG2": g2_to_json(k.pk_g2),
         "operatorId": hex32(k.operator_id),
         "transcriptHash": hex32(k.transcript_hash),
     }
@@ -57,9 +36,9 @@ def signature_view(r: SignResult) -> dict[str, Any]:
     """The spec section 7 object plus ``keyId`` and ``signers``."""
     return {
         "msgHash": hex32(r.msg_hash),
-        "sigma": g1_json(r.sigma),
-        "apkG1": g1_json(r.apk_g1),
-        "apkG2": g2_json(r.apk_g2),
+        "sigma": g1_to_json(r.sigma),
+        "apkG1": g1_to_json(r.apk_g1),
+        "apkG2": g2_to_json(r.apk_g2),
         "keyId": r.key_id,
         "signers": list(r.signers),
     }

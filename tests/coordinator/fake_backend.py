@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from Crypto.Hash import keccak
-
 from coordinator.backend import (
     BackendError,
     Client,
@@ -28,24 +26,8 @@ from coordinator.backend import (
     SignResult,
     UnknownKey,
 )
-from protocol.bn254 import G1, G1_GENERATOR, G2_GENERATOR, P
-
-
-def _hash_to_g1(msg_hash: bytes) -> G1:
-    # Interim try-and-increment (spec section 4) until protocol.eigenlayer lands.
-    x = int.from_bytes(msg_hash, "big") % P
-    while True:
-        beta = (pow(x, 3, P) + 3) % P
-        y = pow(beta, (P + 1) // 4, P)
-        if y * y % P == beta:
-            return G1(x, y)
-        x = (x + 1) % P
-
-
-def _operator_id(pk: G1) -> bytes:
-    h = keccak.new(digest_bits=256)
-    h.update(pk.x.to_bytes(32, "big") + pk.y.to_bytes(32, "big"))
-    return h.digest()
+from protocol.bn254 import G1, G1_GENERATOR, G2_GENERATOR
+from protocol.eigenlayer import hash_to_g1, operator_id
 
 
 @dataclass
@@ -74,7 +56,7 @@ class FakeBackend:
             holders=self.nodes,
             pk_g1=pk_g1,
             pk_g2=G2_GENERATOR * sk,
-            operator_id=_operator_id(pk_g1),
+            operator_id=operator_id(pk_g1),
             status=status,
             transcript_hash=bytes(range(32)),
         )
@@ -115,7 +97,7 @@ class FakeBackend:
         return SignResult(
             key_id=key.info.key_id,
             msg_hash=msg_hash,
-            sigma=_hash_to_g1(msg_hash) * key.sk,
+            sigma=hash_to_g1(msg_hash) * key.sk,
             apk_g1=key.info.pk_g1,
             apk_g2=key.info.pk_g2,
             signers=signers,

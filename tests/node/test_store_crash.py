@@ -89,13 +89,14 @@ async def test_sigkill_mid_write_keeps_the_last_complete_version(
         interrupted += bool(leftovers)
         versions = MetadataLog(key_dir).versions()  # verifies numbering and hash chain
         last = versions[-1]
-        assert last.version in (done, done + 1)
+        assert last.version >= done  # the child may have run ahead of what we read
         assert last.metadata.epoch == last.version and last.event == f"write {last.version}"
         assert len(last.metadata.public_shares) == 200
         blob = (key_dir / "share-0.sealed").read_bytes()
         assert len(blob) == 8 * 131072
         assert blob == blob[:8] * 131072  # one complete version, never a mix
-        assert int(blob[:8]) in (done, done + 1)
+        # each iteration appends version i, then rewrites the file with i
+        assert int(blob[:8]) in (last.version - 1, last.version)
         # opening the store sweeps temp files and keeps every complete version
         pin = tmp_path / "pin"
         pin.write_text(user_pin("node0"))
