@@ -77,17 +77,18 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
 
 @pytest.fixture
 def cluster_dir(tmp_path: Path) -> Iterator[Path]:
-    root = tmp_path / "cluster"
+    cluster = tmp_path / "cluster"
+    root = str(cluster)
     try:
-        yield root
+        yield cluster
     finally:  # whatever happened: stop it, and kill what still runs
-        if (root / "cluster.json").exists():
+        if (cluster / "cluster.json").exists():
             subprocess.run(
-                [sys.executable, "-m", "cluster.cli", "cluster", "down", "--cluster-dir", str(root)],
+                [sys.executable, "-m", "cluster.cli", "cluster", "down", "--cluster-dir", root],
                 env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, capture_output=True,
                 timeout=60, check=False,
             )  # fmt: skip
-        for pid in processes_mentioning(str(root)):
+        for pid in processes_mentioning(root):
             os.kill(pid, signal.SIGKILL)
 
 

@@ -50,8 +50,15 @@ WATCH = ServiceConfig(refresh_interval_s=60.0, watch_interval_s=0.02, call_timeo
 CLIENT = Client("demo", frozenset({"operator", "signer"}), frozenset({"*"}))
 
 
-def make_key(key_id: str = "k1", *, sk: int = SK, epoch: int = 0, status: str = "active",
-             t: int = 2, holders: tuple[int, ...] = (1, 2, 3)) -> node_api.PublicKeyMetadata:  # fmt: skip
+def make_key(
+    key_id: str = "k1",
+    *,
+    sk: int = SK,
+    epoch: int = 0,
+    status: str = "active",
+    t: int = 2,
+    holders: tuple[int, ...] = (1, 2, 3),
+) -> node_api.PublicKeyMetadata:
     shares = split(sk, t, len(holders), seeded_rng(key_id.encode()))
     return node_api.PublicKeyMetadata(
         key_id=key_id,
@@ -99,7 +106,9 @@ async def test_registry_merges_the_holders_reports_and_matches_py_ecc() -> None:
     qx, qy = normalize(multiply(PY_G2, SK))
     assert info.pk_g2.x == tuple(int(c) for c in qx.coeffs)
     assert info.pk_g2.y == tuple(int(c) for c in qy.coeffs)
-    digest = keccak.new(digest_bits=256, data=int(x).to_bytes(32, "big") + int(y).to_bytes(32, "big"))
+    digest = keccak.new(
+        digest_bits=256, data=int(x).to_bytes(32, "big") + int(y).to_bytes(32, "big")
+    )
     assert info.operator_id == digest.digest()
     assert registry.get("k1") is info
     with pytest.raises(UnknownKey):
@@ -213,16 +222,20 @@ class FakeNode:
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         with trio.CancelScope() as self.scope:
+            routes = [
+                Route(node_api.NODE_STATUS, self.status),
+                Route(node_api.KEYS_LIST, self.keys_list),
+            ]
             await serve_rpc(
-                [Route(node_api.NODE_STATUS, self.status), Route(node_api.KEYS_LIST, self.keys_list)],
-                identity=self.key, cluster_id=CID, allowed_peers=[self.coordinator],
+                routes, identity=self.key, cluster_id=CID, allowed_peers=[self.coordinator],
                 port=self.port, task_status=task_status,
             )  # fmt: skip
 
 
 async def _until(predicate: Any, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    """Poll ``predicate`` (the service has no change events to wait on) under a deadline."""
     with trio.fail_after(timeout):
-        while not await predicate():
+        while not await predicate():  # noqa: ASYNC110
             await trio.sleep(0.02)
 
 
@@ -349,10 +362,11 @@ def _init_args(tmp: Path) -> list[str]:
             "--demo-client-key", str(tmp / "demo.key"), "--json"]  # fmt: skip
 
 
-async def test_coordinator_init_files_and_run_refusals(tmp_path: Path) -> None:
-    r = await trio.to_thread.run_sync(_cli, *_init_args(tmp_path))
+def _init(tmp_path: Path) -> dict[str, Any]:
+    """``coordinator init`` checked: files, modes, the demo client; returns its JSON."""
+    r = _cli(*_init_args(tmp_path))
     assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
+    out: dict[str, Any] = json.loads(r.stdout)
     assert {"name", "noisePublicKey", "config"} <= set(out) and out["name"] == "coordinator"
     config = load_config(Path(out["config"]))
     assert config.manifest == tmp_path / "manifest.toml"
@@ -369,23 +383,30 @@ async def test_coordinator_init_files_and_run_refusals(tmp_path: Path) -> None:
     for secret in (token, private.hex()):
         assert secret not in r.stdout + r.stderr + Path(out["config"]).read_text()
 
-    again = await trio.to_thread.run_sync(_cli, *_init_args(tmp_path))
+    again = _cli(*_init_args(tmp_path))
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
     assert (tmp_path / "demo.key").read_text().strip() == token
+    return out
 
-    # run refuses: no manifest, manifest without us, another key, key file readable
+
+async def test_coordinator_init_files_and_run_refusals(tmp_path: Path) -> None:
+    out = await trio.to_thread.run_sync(_init, tmp_path)
+    config = load_config(Path(out["config"]))
+
     async def refused(match: str) -> None:
         with pytest.raises(CoordinatorStartupError, match=match):
             await serve_coordinator(config, shutdown=trio.Event())
 
+    # run refuses: no manifest, manifest without us, another key, key file readable
     await refused("cannot read manifest")
     node = NodeEntry(1, "node1", "127.0.0.1:9", b"\1" * 32, b"\2" * 32)
     ours = bytes.fromhex(out["noisePublicKey"])
+    manifest_path = tmp_path / "manifest.toml"
     manifest = Manifest(CID, (node,), (CoordinatorEntry("other", ours),))
-    (tmp_path / "manifest.toml").write_text(manifest.to_toml())
+    manifest_path.write_text(manifest.to_toml())
     await refused("does not list a coordinator named 'coordinator'")
     manifest = Manifest(CID, (node,), (CoordinatorEntry("coordinator", b"\3" * 32),))
-    (tmp_path / "manifest.toml").write_text(manifest.to_toml())
+    manifest_path.write_text(manifest.to_toml())
     await refused(f"but {config.noise_key_file} holds the key of {ours.hex()}")
     config.noise_key_file.chmod(0o644)
     await refused("accessible by group/others")
