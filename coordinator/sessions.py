@@ -176,10 +176,10 @@ class _Session:
         """The one task that writes: everything queued since its last send goes out in
         one ``send_all``; a failure ends the session."""
         while True:
+            await self.wake_writer.wait()
+            self.wake_writer = trio.Event()
             data = self.conn.data_to_send()
             if not data:
-                await self.wake_writer.wait()
-                self.wake_writer = trio.Event()
                 continue
             try:
                 with trio.fail_after(self.node.config.send_timeout_s):
