@@ -143,7 +143,7 @@ class NodeStatistics:
     up: bool
     sessions: int  # sessions that reached "up"
     failures: int  # dials or sessions that ended in an error
-    last_error: str | None
+    last_error: str | None  # the most recent failure (kept after a later success)
 
 
 class _Slot:
@@ -405,7 +405,6 @@ class SessionManager:
                 if reason is None:
                     came_up = True
                     node.sessions += 1
-                    node.last_error = None
                     node.set_session(session)
                     log.info(
                         "session up with %s (%s:%d)", endpoint.name, endpoint.host, endpoint.port
