@@ -38,7 +38,8 @@ import trio
 from node.files import atomic_write, clean_temp_files, make_private_dir, remove_durably
 from node.hsm import HsmCore, HsmSession, TokenKeyExists, TokenKeyMissing
 from node.sealing import ShareContext, seal, share_key_label, unseal
-from protocol.bn254 import G1, G2, R
+from protocol.bn254 import R
+from protocol.encoding import g1_from_bytes, g2_from_bytes
 from protocol.errors import Fault, TkmsError
 
 KEY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -96,31 +97,6 @@ def check_key_id(key_id: str) -> str:
     return key_id
 
 
-# TODO(lead): switch to protocol.encoding.g1_to_bytes/g2_to_bytes once the bls branch lands.
-def g1_to_bytes(p: G1) -> bytes:
-    """64 bytes X||Y, big-endian."""
-    return p.x.to_bytes(32, "big") + p.y.to_bytes(32, "big")
-
-
-def g2_to_bytes(q: G2) -> bytes:
-    """128 bytes in EIP-197 order: x_im || x_re || y_im || y_re."""
-    (xr, xi), (yr, yi) = q.x, q.y
-    return b"".join(c.to_bytes(32, "big") for c in (xi, xr, yi, yr))
-
-
-def g1_from_bytes(b: bytes, field: str) -> G1:
-    if len(b) != 64:
-        raise StoreCorrupt(f"{field}: expected 64 bytes")
-    return G1.from_affine(int.from_bytes(b[:32], "big"), int.from_bytes(b[32:], "big"), field=field)
-
-
-def g2_from_bytes(b: bytes, field: str) -> G2:
-    if len(b) != 128:
-        raise StoreCorrupt(f"{field}: expected 128 bytes")
-    xi, xr, yi, yr = (int.from_bytes(b[i : i + 32], "big") for i in range(0, 128, 32))
-    return G2.from_affine((xr, xi), (yr, yi), field=field)
-
-
 @dataclass(frozen=True, slots=True)
 class KeyMetadata:
     """Public data of one key as this node holds it."""
@@ -155,10 +131,10 @@ class KeyMetadata:
 
     def validate_points(self) -> None:
         """Full point validation (on curve, G2 subgroup, not infinity); slow-ish."""
-        g1_from_bytes(self.pk_g1, "pkG1")
-        g2_from_bytes(self.pk_g2, "pkG2")
+        g1_from_bytes(self.pk_g1, field="pkG1")
+        g2_from_bytes(self.pk_g2, field="pkG2")
         for i, b in self.public_shares.items():
-            g1_from_bytes(b, f"publicShares.{i}")
+            g1_from_bytes(b, field=f"publicShares.{i}")
 
     def to_json(self) -> dict[str, Any]:
         return {

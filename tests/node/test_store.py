@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ from node.store import (
     open_store,
 )
 from protocol.bn254 import R
+from protocol.errors import InvalidPoint
 from protocol.rng import random_scalar
 from tests.node.hsm_helpers import SoftHsm, snapshot, token_objects, user_pin
 
@@ -201,6 +203,28 @@ async def test_aborted_key_id_can_be_reused_but_an_active_one_never(
         with pytest.raises(KeyExists):
             await store.put_share(_metadata("x", shares, secret), shares[3])
         assert len(await store.history("x")) == 5
+
+
+async def test_invalid_public_points_are_refused_before_anything_is_written(
+    softhsm: SoftHsm, tmp_path: Path
+) -> None:
+    config = _config(softhsm, tmp_path)
+    secret = random_scalar()
+    shares = _shares(secret, random_scalar())
+    good = _metadata("p", shares, secret)
+    off_curve = good.pk_g1[:63] + bytes([good.pk_g1[63] ^ 1])
+    swapped_g2 = good.pk_g2[32:64] + good.pk_g2[:32] + good.pk_g2[64:]  # real/imag swapped
+    async with (
+        open_hsm(config) as hsm,
+        open_store(config.data_dir, hsm, cluster_id=CLUSTER, node_index=1) as store,
+    ):
+        before = snapshot(config.data_dir), token_objects(softhsm, "node0")
+        for bad, field in ((replace(good, pk_g1=off_curve), "pkG1"),
+                           (replace(good, pk_g2=swapped_g2), "pkG2")):  # fmt: skip
+            with pytest.raises(InvalidPoint) as info:
+                await store.put_share(bad, shares[1])
+            assert info.value.field == field
+        assert (snapshot(config.data_dir), token_objects(softhsm, "node0")) == before
 
 
 async def test_broken_history_is_refused_at_open(softhsm: SoftHsm, tmp_path: Path) -> None:
