@@ -19,6 +19,7 @@ from protocol.errors import TkmsError
 COMMAND_MODULES: tuple[str, ...] = (
     "cluster.audit_cmd",
     "cluster.bench",
+    "cluster.chaos.command",
     "cluster.cluster_cmd",
     "cluster.demo",
     "coordinator.commands",

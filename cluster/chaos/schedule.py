@@ -215,6 +215,16 @@ class Planner:
     def coordinator_down(self) -> bool:
         return self._coordinator_phase is not Phase.UP
 
+    def coordinator_waiting(self, polled_at: float) -> bool:
+        """Whether a /healthz poll begun at ``polled_at`` may confirm the coordinator
+        back (it is recovering, and the poll is ``settle_s`` younger than the lift)."""
+        lifted = [e.time for e in self.events if e.node is None and e.action == "lift"]
+        return (
+            self._coordinator_phase is Phase.RECOVERING
+            and bool(lifted)
+            and polled_at >= lifted[-1] + self.config.settle_s
+        )
+
     def active_faults(self) -> list[Fault]:
         faults = [s.fault for s in self._nodes.values() if s.fault and s.phase is Phase.FAULTED]
         if self._coordinator is not None and self._coordinator_phase is Phase.FAULTED:
