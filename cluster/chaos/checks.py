@@ -10,7 +10,7 @@ its share, the state of a key on every node, and the audit logs.
 * ``key_states``: the latest status each node's share store records for a key,
   read from its public metadata files (``<data_dir>/keys/<key>/meta-NNNNNN.json``).
   ``dkg_consistent`` says whether a ceremony ended cleanly: active on exactly its
-  holders if it completed; active nowhere if it aborted.
+  holders if it completed; active nowhere if it aborted or was refused.
 * ``verify_audit_logs``: every node's ``<data_dir>/audit.log`` through
   ``protocol.audit.verify_log`` with the node's Ed25519 key from the manifest.
 """
@@ -203,17 +203,26 @@ def key_states(layout: launcher.ClusterLayout, key_id: str) -> dict[str, str | N
     return out
 
 
-def dkg_consistent(outcome: DkgOutcome, states: Mapping[str, str | None]) -> tuple[bool, str]:
-    """Whether a ceremony ended cleanly on every node (module header)."""
+def dkg_consistent(
+    outcome: DkgOutcome, states: Mapping[str, str | None], threshold: int
+) -> tuple[bool, str]:
+    """Whether a ceremony ended cleanly on every node (module header). Without an
+    answer (the coordinator restarted mid-ceremony) either end is clean: active
+    nowhere, or active on at least t nodes with none left pending."""
     active = sorted(n for n, s in states.items() if s == "active")
     if outcome.outcome == "completed":
         holders = sorted(outcome.holders) if outcome.holders else sorted(states)
         if active != holders:
             return False, f"completed, but active on {active} and holders are {holders}"
         return True, "completed: active on every holder"
+    left = sorted({s for s in states.values() if s is not None})
+    if outcome.status is None and active:
+        pending = sorted(n for n, s in states.items() if s == "pending")
+        if len(active) >= threshold and not pending:
+            return True, f"no answer, but it completed: active on {active}"
+        return False, f"no answer; active on {active}, pending on {pending}"
     if active:
         return False, f"{outcome.outcome}, but active on {active}"
-    left = sorted({s for s in states.values() if s is not None})
     return True, f"{outcome.outcome}: active nowhere (states: {left or ['absent']})"
 
 

@@ -357,7 +357,7 @@ class _Run:
             self.mid_dkg = checks.DkgOutcome(key_id, "timeout", None, detail="no answer")
             self.failures.append("the DKG during chaos neither completed nor aborted in time")
         states = checks.key_states(self.layout, self.mid_dkg.key_id)
-        consistent, why = checks.dkg_consistent(self.mid_dkg, states)
+        consistent, why = checks.dkg_consistent(self.mid_dkg, states, self.cfg.threshold)
         self.extra["dkgDuringChaos"] = {
             **self.mid_dkg.to_json(),
             "nodeStates": states,
