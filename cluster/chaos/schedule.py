@@ -19,7 +19,8 @@ at a time. With ``overload``, every ``overload_every_s`` the planner lets the cl
 drain (no new faults) until every node is up and then takes ``n - t + 1`` nodes out
 at once for ``overload_hold_s`` (stop, partition or a long delay: faults that lift at
 once, so "enough nodes back" is a sharp instant). A coordinator restart happens only
-while every node is up, and nothing new starts until the coordinator is back.
+while every node is up (when its turn comes, the planner drains the cluster first,
+as for an overload episode), and nothing new starts until the coordinator is back.
 """
 
 from __future__ import annotations
@@ -94,11 +95,13 @@ class ScheduleConfig:
     gap_s: tuple[float, float] = (0.4, 1.5)  # between two fault starts
     hold_s: tuple[float, float] = (1.0, 3.5)  # how long a node fault lasts
     coordinator_hold_s: tuple[float, float] = (0.2, 1.0)
-    coordinator_min_gap_s: float = 12.0
+    coordinator_first_s: float = 5.0  # the first coordinator restart, at the earliest
+    coordinator_min_gap_s: float = 12.0  # between two coordinator restarts
     delays_s: tuple[float, ...] = (0.02, 0.1, 0.3, 3.0)
     node_deadline_s: float = 2.0  # a node slower than this per round trip is down
     settle_s: float = 0.5  # /healthz must be this much younger than the lift
-    overload_every_s: float = 12.0
+    overload_first_s: float = 8.0  # the first overload episode, at the earliest
+    overload_every_s: float = 12.0  # from the end of one episode to the next
     overload_hold_s: tuple[float, float] = (1.5, 3.0)
     weights: Mapping[FaultKind, int] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
 
@@ -180,8 +183,10 @@ class Planner:
         self._coordinator: Fault | None = None
         self._coordinator_phase = Phase.UP
         self._next_fault = start + self.config.first_fault_s
-        self._next_overload = start + self.config.overload_every_s
-        self._last_coordinator = start
+        self._next_overload = start + self.config.overload_first_s
+        self._last_coordinator = (
+            start + self.config.coordinator_first_s - self.config.coordinator_min_gap_s
+        )
         self._bag: list[FaultKind] = []
         self.events: list[Event] = []
         self.timeline: list[Snapshot] = []
@@ -319,7 +324,15 @@ class Planner:
             return faults
         if now < self._next_fault:
             return []
-        for kind in self._draw_order():
+        order = self._draw_order()
+        if order[0] is FaultKind.COORDINATOR_RESTART:
+            if now - self._last_coordinator < self.config.coordinator_min_gap_s:
+                # too soon: its turn comes again after a few other faults
+                self._bag.insert(min(3, len(self._bag) - 1), self._bag.pop(0))
+                order = self._bag[:]
+            elif not self.all_up():
+                return []  # drain: a coordinator restart waits for a whole cluster
+        for kind in order:
             fault = self._place(kind, now)
             if fault is not None:
                 self._bag.remove(kind)
