@@ -91,14 +91,14 @@ async def run_load(address: str, token: str, check: SignatureCheck, **cfg: objec
 async def test_every_200_is_checked_and_kept() -> None:
     backend = new_backend()
     async with coordinator(backend) as (address, token):
-        load = await run_load(address, token, right_check())
-    assert load.sent == 4 and load.unverified == 0
-    assert [s.outcome for s in load.samples] == [OK] * 4
+        load = await run_load(address, token, right_check(), max_requests=3)
+    assert load.sent == 3 and load.unverified == 0
+    assert [s.outcome for s in load.samples] == [OK] * 3
     assert all(s.done >= s.sent for s in load.samples)
     signed = [c[1][1] for c in backend.signed()]
-    assert len(set(signed)) == 4  # a fresh msgHash per request
+    assert len(set(signed)) == 3  # a fresh msgHash per request
     kept = load.kept_signatures()
-    assert len(kept) == 4
+    assert len(kept) == 3
     for obj in kept:
         sig = AvsSignature.from_json(obj, allow_extra=True)
         assert sig.verify()
