@@ -181,6 +181,7 @@ class _ServerSession:
             limits=listener.config.limits,
         )
         self.sending = False  # a task is inside _push
+        self.send_failed = False  # the stream may hold half a frame: send nothing more
         self.close_reason: str | None = None
         self.nursery: trio.Nursery | None = None
 
@@ -214,6 +215,7 @@ class _ServerSession:
                         await self.stream.send_all(data)
                     data = self.conn.data_to_send()
         except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.send_failed = True
             self.close_reason = self.close_reason or f"send failed: {exc or type(exc).__name__}"
             if self.nursery is not None:
                 self.nursery.cancel_scope.cancel()
@@ -224,7 +226,7 @@ class _ServerSession:
         """Best effort: send what is still queued (e.g. our hello, which tells a peer of
         another version why it is refused), unless a send failed halfway."""
         data = self.conn.data_to_send()
-        if data and not self.sending:
+        if data and not self.send_failed:
             with trio.move_on_after(min(1.0, self.config.send_timeout_s)):
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await self.stream.send_all(data)
