@@ -267,3 +267,20 @@ async def test_tls_with_alpn_h2(tmp_path: Path) -> None:
             assert (again.code, again.body) == (grpc.StatusCode.OK, b"still tls")
         finally:
             await trio.to_thread.run_sync(channel.close)
+
+
+async def test_too_many_streams_close_only_that_connection() -> None:
+    config = GrpcConfig(handshake_timeout=5.0, idle_timeout=5.0, max_concurrent_streams=4)
+    router = Router()
+    async with serving(router, config) as port, insecure_channel(port) as ch:
+        raw = await RawH2.connect(port)
+        r = await raw.wait(raw.request(ECHO.encode(), frame_message(b"x")))  # SETTINGS acked
+        assert r.header(b"grpc-status") == b"0"
+        assert raw.conn.remote_settings.max_concurrent_streams == 4
+        raw.conn.remote_settings.max_concurrent_streams = 100  # misbehave on purpose
+        raw.conn.remote_settings.acknowledge()
+        sids = [raw.request(SLOW.encode(), frame_message(b"")) for _ in range(5)]
+        result = await raw.wait(sids[-1])
+        assert result.goaway == 1  # PROTOCOL_ERROR: the whole connection goes
+        await raw.aclose()
+        assert (await acall(ch, ECHO, b"others fine")).body == b"others fine"
