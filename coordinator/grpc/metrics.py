@@ -8,74 +8,43 @@ subsystem ``rpc_server``:
   ``InvalidArgument``, ...);
 * ``cerberus_rpc_server_request_duration_seconds{method}``: a summary.
 
-:class:`GrpcMetrics` keeps the same names and labels so existing cerberus dashboards
-keep working. The summary is exported as ``_sum`` and ``_count`` only (no quantiles).
-It is self-contained and renders the Prometheus text format itself, so the HTTP
-``/metrics`` handler can append :meth:`GrpcMetrics.render` to its own output.
-Only served methods are recorded, so the label sets stay bounded.
+:class:`GrpcMetrics` registers the same names and labels in the coordinator's
+``coordinator.metrics.Registry`` (its own one if none is given), so existing cerberus
+dashboards keep working and ``GET /metrics`` shows them with everything else. The
+duration is a histogram there (the registry has no summaries): its ``_sum`` and
+``_count`` series are the summary's. Only served methods are recorded, so the label
+sets stay bounded.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from coordinator.metrics import Registry
 from protocol.grpcwire import StatusCode
 
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-@dataclass(slots=True)
-class _Duration:
-    total: float = 0.0
-    count: int = 0
+REQUEST_TOTAL_HELP = "Total number of RPC server requests with status codes"
+DURATION_HELP = "Duration of RPC server requests in seconds."
 
 
-@dataclass(slots=True)
 class GrpcMetrics:
-    """Counters of the gRPC server (single-threaded: trio only)."""
+    """Counters of the gRPC server (trio thread only, like the registry)."""
 
-    namespace: str = "cerberus"
-    _requests: dict[tuple[str, str], int] = field(default_factory=dict)
-    _durations: dict[str, _Duration] = field(default_factory=dict)
-
-    @property
-    def request_total_name(self) -> str:
-        return f"{self.namespace}_rpc_server_request_total"
-
-    @property
-    def duration_name(self) -> str:
-        return f"{self.namespace}_rpc_server_request_duration_seconds"
+    def __init__(self, registry: Registry | None = None, *, namespace: str = "cerberus") -> None:
+        self.registry = registry if registry is not None else Registry()
+        self._total = self.registry.counter(
+            f"{namespace}_rpc_server_request_total", REQUEST_TOTAL_HELP, ("method", "code")
+        )
+        self._duration = self.registry.histogram(
+            f"{namespace}_rpc_server_request_duration_seconds", DURATION_HELP, ("method",)
+        )
 
     def observe(self, method: str, code: StatusCode, seconds: float) -> None:
         """Record one finished call of ``method`` (full path) with its status."""
-        key = (method, code.go_name)
-        self._requests[key] = self._requests.get(key, 0) + 1
-        d = self._durations.setdefault(method, _Duration())
-        d.total += max(seconds, 0.0)
-        d.count += 1
+        self._total.inc(method=method, code=code.go_name)
+        self._duration.observe(max(seconds, 0.0), method=method)
 
     def request_total(self, method: str, code: StatusCode) -> int:
-        return self._requests.get((method, code.go_name), 0)
+        return int(self._total.get(method=method, code=code.go_name))
 
     def render(self) -> str:
-        """Prometheus text exposition (version 0.0.4) of both metrics."""
-        total_help = "Total number of RPC server requests with status codes"
-        lines = [
-            f"# HELP {self.request_total_name} {total_help}",
-            f"# TYPE {self.request_total_name} counter",
-        ]
-        for (method, code), n in sorted(self._requests.items()):
-            lines.append(
-                f'{self.request_total_name}{{method="{_escape(method)}",code="{code}"}} {n}'
-            )
-        lines += [
-            f"# HELP {self.duration_name} Duration of RPC server requests in seconds.",
-            f"# TYPE {self.duration_name} summary",
-        ]
-        for method, d in sorted(self._durations.items()):
-            label = f'{{method="{_escape(method)}"}}'
-            lines.append(f"{self.duration_name}_sum{label} {d.total!r}")
-            lines.append(f"{self.duration_name}_count{label} {d.count}")
-        return "\n".join(lines) + "\n"
+        """The registry in the Prometheus text format."""
+        return self.registry.render()

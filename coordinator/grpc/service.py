@@ -34,6 +34,7 @@ from coordinator.backend import (
     BackendError,
     Client,
     Forbidden,
+    InvalidRequest,
     KeyExists,
     KeyInfo,
     KeyNotActive,
@@ -78,6 +79,8 @@ def _backend_status(exc: BackendError) -> tuple[StatusCode, str]:
         return StatusCode.FAILED_PRECONDITION, f"key is {exc.status}, not active"
     if isinstance(exc, NotEnoughSigners):
         return StatusCode.UNAVAILABLE, str(exc)
+    if isinstance(exc, InvalidRequest):
+        return StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, KeyExists):
         return StatusCode.ALREADY_EXISTS, "key exists"
     return StatusCode.INTERNAL, "internal error"

@@ -12,6 +12,7 @@ import grpc
 import trio
 
 from coordinator.grpc import GrpcConfig, GrpcMetrics, serve_router
+from coordinator.metrics import Registry
 from protocol.grpcwire import GrpcError, StatusCode, frame_message
 from tests.coordinator.grpc.grpc_clients import (
     NO_PROXY,
@@ -86,7 +87,10 @@ async def serving(
 
 
 async def test_echo_metadata_and_a_large_response() -> None:
-    router, metrics = Router(), GrpcMetrics()
+    registry = Registry()
+    other = registry.counter("tkms_http_requests_total", "HTTP requests.", ("route",))
+    other.inc(route="/v1/keys")
+    router, metrics = Router(), GrpcMetrics(registry)
     async with serving(router, metrics=metrics) as port, insecure_channel(port) as ch:
         reply = await acall(ch, ECHO, b"hello")
         assert (reply.code, reply.body) == (grpc.StatusCode.OK, b"hello")
