@@ -5,7 +5,7 @@ string comes from tests/vectors/eigenlayer_bn254.json."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -14,21 +14,11 @@ import grpc
 import pytest
 import trio
 
-from coordinator.backend import (
-    BackendError,
-    Client,
-    Forbidden,
-    KeyInfo,
-    KeyNotActive,
-    NotEnoughSigners,
-    SignResult,
-    UnknownKey,
-)
+from coordinator.backend import Client
 from coordinator.grpc import GrpcConfig, GrpcMetrics, serve_grpc
-from protocol import bls
-from protocol.bn254 import G1, G1_GENERATOR, G2, G2_GENERATOR
-from protocol.encoding import g1_from_json, g1_to_compressed, g2_from_json
+from protocol.encoding import g1_to_compressed
 from protocol.grpcwire import StatusCode
+from tests.coordinator.fake_backend import FakeBackend
 from tests.coordinator.grpc.grpc_clients import Reply, acall, insecure_channel
 from tests.protocol.official_protobuf import official_modules
 
@@ -48,79 +38,26 @@ CLIENTS = {
 }
 
 
-class FakeBackend:
-    """One real BN254 key per key id; the threshold path is someone else's test."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, tuple[int, KeyInfo]] = {}
-        self.signed: list[tuple[str, bytes]] = []
-
-    def add(self, key_id: str, sk: int, pk_g1: G1, pk_g2: G2, status: str = "active") -> None:
-        info = KeyInfo(key_id, 3, 5, 0, ("n1", "n2", "n3"), pk_g1, pk_g2, b"", status, b"")
-        self.keys[key_id] = (sk, info)
-
-    async def list_keys(self) -> Sequence[KeyInfo]:
-        return [info for _, info in self.keys.values()]
-
-    async def get_key(self, key_id: str) -> KeyInfo:
-        if key_id not in self.keys:
-            raise UnknownKey(key_id)
-        return self.keys[key_id][1]
-
-    def _usable(self, key_id: str, client: Client) -> int:
-        sk, info = self.keys[key_id]
-        if not client.may_sign(key_id):
-            raise Forbidden("not allowed")
-        if key_id == "degraded":
-            raise NotEnoughSigners(key_id, 3, 1, ["node-2", "node-4"])
-        if info.status != "active":
-            raise KeyNotActive(key_id, info.status)
-        return sk
-
-    async def sign(self, key_id: str, msg_hash: bytes, *, client: Client) -> SignResult:
-        sk = self._usable(key_id, client)
-        self.signed.append((key_id, msg_hash))
-        _, info = self.keys[key_id]
-        sigma = bls.sign(sk, msg_hash)
-        return SignResult(key_id, msg_hash, sigma, info.pk_g1, info.pk_g2, info.holders)
-
-    async def sign_batch(
-        self, key_id: str, msg_hashes: Sequence[bytes], *, client: Client
-    ) -> list[SignResult | BackendError]:
-        raise NotImplementedError
-
-    async def sign_point(self, key_id: str, point: G1, *, client: Client) -> G1:
-        return point * self._usable(key_id, client)
-
-    async def destroy_key(self, key_id: str, *, client: Client) -> None:
-        raise NotImplementedError
-
-
 def authenticate(raw: str) -> Client | None:
     return CLIENTS.get(raw)
 
 
 @pytest.fixture(scope="module")
-def backend_keys(eigen_vectors: dict[str, Any]) -> list[tuple[str, int, G1, G2, str]]:
-    keys = []
-    for v in eigen_vectors["signatureVectors"]:
-        avs = v["avsSignature"]
-        pk_g1 = g1_from_json(avs["apkG1"], field="apkG1")
-        pk_g2 = g2_from_json(avs["apkG2"], field="apkG2")
-        keys.append((v["id"], int(v["privateKey"]["dec"]), pk_g1, pk_g2, "active"))
-    keys.append(("degraded", 5, G1_GENERATOR * 5, G2_GENERATOR * 5, "active"))
-    keys.append(("pending", 7, G1_GENERATOR * 7, G2_GENERATOR * 7, "pending"))
-    keys.append(("gone", 11, G1_GENERATOR * 11, G2_GENERATOR * 11, "destroyed"))
-    return keys
+def backend_keys(eigen_vectors: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """Every vector's key, plus keys that are pending and destroyed."""
+    keys = [
+        (v["id"], int(v["privateKey"]["dec"]), "active") for v in eigen_vectors["signatureVectors"]
+    ]
+    return [*keys, ("pending", 7, "pending"), ("gone", 11, "destroyed")]
 
 
 @asynccontextmanager
 async def cerberus(
-    keys: list[tuple[str, int, G1, G2, str]], metrics: GrpcMetrics | None = None
+    keys: list[tuple[str, int, str]], metrics: GrpcMetrics | None = None
 ) -> AsyncIterator[tuple[grpc.Channel, FakeBackend, int]]:
     backend = FakeBackend()
-    for key_id, sk, g1, g2, status in keys:
-        backend.add(key_id, sk, g1, g2, status)
+    for key_id, sk, status in keys:
+        backend.add_key(key_id, sk, status)
     config = GrpcConfig(handshake_timeout=2.0, idle_timeout=10.0, request_timeout=20.0)
     serve = partial(
         serve_grpc, backend, authenticate, host="127.0.0.1", port=0, config=config, metrics=metrics
@@ -131,6 +68,10 @@ async def cerberus(
         async with insecure_channel(port) as channel:
             yield channel, backend, port
         nursery.cancel_scope.cancel()
+
+
+def signing_calls(backend: FakeBackend) -> list[Any]:
+    return [c for c in backend.calls if c[0] in ("sign", "sign_batch", "sign_point")]
 
 
 def pb(name: str) -> Any:
@@ -165,7 +106,7 @@ async def test_sign_generic_reproduces_every_vector(
             assert reply.code == grpc.StatusCode.OK, (v["id"], reply.details)
             expected = bytes.fromhex(v["encodings"]["sigmaRaw64"].removeprefix("0x"))
             assert response.signature == expected, v["id"]
-        assert [k for k, _ in backend.signed] == [
+        assert [c[1][0] for c in backend.signed()] == [
             v["id"] for v in eigen_vectors["signatureVectors"]
         ]
     assert metrics.request_total(SIGN_GENERIC, StatusCode.OK) == len(
@@ -186,7 +127,8 @@ async def test_cerberus_vector_short_data_is_zero_padded_on_the_right(
             reply, response = await rpc(channel, SIGN_GENERIC, request, SIGNER_ONE)
             assert reply.code == grpc.StatusCode.OK, reply.details
             assert response.signature == expected
-        assert backend.signed[-1] == (CERBERUS, bytes.fromhex(cerb["request"]["data"]))
+        padded = bytes.fromhex(cerb["request"]["data"])
+        assert backend.signed()[-1][1] == (CERBERUS, padded, "one")
 
 
 async def test_sign_g1_multiplies_the_hashed_point(
@@ -221,7 +163,7 @@ async def test_sign_g1_rejects_bad_points(
             request = pb("SignG1Request")(public_key_g1=compressed_g1(v), data=data)
             reply, _ = await rpc(channel, SIGN_G1, request)
             assert reply.code == grpc.StatusCode.INVALID_ARGUMENT, what
-        assert backend.signed == []
+        assert signing_calls(backend) == []
 
 
 async def test_key_metadata_needs_no_api_key_and_list_keys_needs_one(
@@ -243,7 +185,7 @@ async def test_key_metadata_needs_no_api_key_and_list_keys_needs_one(
         for v in eigen_vectors["signatureVectors"]:
             g2 = v["encodings"]["pubkeyG2GnarkCompressed64"].removeprefix("0x")
             assert listed[compressed_g1(v)] == g2
-        assert len(listed) == len(eigen_vectors["signatureVectors"]) + 2  # not "gone"
+        assert len(listed) == len(eigen_vectors["signatureVectors"]) + 1  # "pending", not "gone"
 
 
 async def test_error_codes(eigen_vectors: dict[str, Any], backend_keys: list[Any]) -> None:
@@ -251,7 +193,6 @@ async def test_error_codes(eigen_vectors: dict[str, Any], backend_keys: list[Any
     other = eigen_vectors["signatureVectors"][0]
     async with cerberus(backend_keys) as (channel, backend, _):
         infos = {i.key_id: i for i in await backend.list_keys()}
-        degraded = g1_to_compressed(infos["degraded"].pk_g1).hex()
         pending = g1_to_compressed(infos["pending"].pk_g1).hex()
         gone = g1_to_compressed(infos["gone"].pk_g1).hex()
         known = compressed_g1(cerb)
@@ -275,7 +216,6 @@ async def test_error_codes(eigen_vectors: dict[str, Any], backend_keys: list[Any
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "data is too long, must be 32 bytes",
             ),
-            (sign(degraded), SIGNER_ALL, grpc.StatusCode.UNAVAILABLE, "node-2, node-4"),
             (sign(pending), SIGNER_ALL, grpc.StatusCode.FAILED_PRECONDITION, "pending"),
         ]
         for request, api_key, code, text in cases:
@@ -291,7 +231,12 @@ async def test_error_codes(eigen_vectors: dict[str, Any], backend_keys: list[Any
         auth = [("authorization", SIGNER_ALL)]
         junk = await acall(channel, SIGN_GENERIC, b"\x12\x05ab", metadata=auth)
         assert junk.code == grpc.StatusCode.INVALID_ARGUMENT
-        assert backend.signed == []
+        # only the pending key reached the backend (which refused it)
+        assert [c[1][0] for c in signing_calls(backend)] == ["pending"]
+        backend.down = {"node-2", "node-4", "node-5"}  # 2 of 5 up, threshold 3
+        reply, _ = await rpc(channel, SIGN_GENERIC, sign(known), SIGNER_ALL)
+        assert reply.code == grpc.StatusCode.UNAVAILABLE
+        assert "node-2, node-4, node-5" in reply.details
 
 
 async def test_garbage_connection_leaves_signing_working(
