@@ -3,12 +3,16 @@ raw h2 client, over real 127.0.0.1 sockets, with a test router."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
 import grpc
+import h2.config
+import h2.connection
+import pytest
 import trio
 
 from coordinator.grpc import GrpcConfig, GrpcMetrics, serve_router
@@ -288,3 +292,50 @@ async def test_too_many_streams_close_only_that_connection() -> None:
         assert result.goaway == 1  # PROTOCOL_ERROR: the whole connection goes
         await raw.aclose()
         assert (await acall(ch, ECHO, b"others fine")).body == b"others fine"
+
+
+def _valid_request_bytes() -> bytes:
+    """The bytes a client sends for one echo call (preface, SETTINGS, HEADERS, DATA)."""
+    conn = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding=None)
+    )
+    conn.initiate_connection()
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(
+        sid,
+        [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", ECHO.encode()),
+            (b":authority", b"127.0.0.1"),
+            (b"content-type", b"application/grpc"),
+        ],
+    )
+    conn.send_data(sid, frame_message(b"fuzz"), end_stream=True)
+    return conn.data_to_send()
+
+
+async def test_mutated_request_streams_never_hurt_the_server(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rng = random.Random(20261128)
+    valid = _valid_request_bytes()
+    quick = GrpcConfig(handshake_timeout=0.2, idle_timeout=0.2, request_timeout=1.0)
+    async with serving(Router(), quick) as port, insecure_channel(port) as ch:
+        for _ in range(30):
+            data = bytearray(valid)
+            for _ in range(rng.randint(1, 4)):
+                i = rng.randrange(24, len(data))  # keep the preface, break the frames
+                data[i] = rng.randrange(256)
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(bytes(data))
+            with trio.fail_after(10):  # answered, or closed (at worst after idle_timeout)
+                try:
+                    while await stream.receive_some(65536):
+                        pass
+                except trio.BrokenResourceError:
+                    pass
+            await stream.aclose()
+        assert (await acall(ch, ECHO, b"alive")).body == b"alive"
+    # every failure was a protocol error or a dropped peer, never an unexpected crash
+    assert not [r for r in caplog.records if r.getMessage() == "grpc: connection failed"]
