@@ -17,8 +17,11 @@ from protocol.errors import TkmsError
 
 # Modules that contribute subcommands (each has ``register(subparsers)``).
 COMMAND_MODULES: tuple[str, ...] = (
+    "cluster.audit_cmd",
     "cluster.bench",
+    "cluster.cluster_cmd",
     "cluster.demo",
+    "node.commands",
 )
 
 Handler = Callable[[argparse.Namespace], int]
