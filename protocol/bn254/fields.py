@@ -84,12 +84,42 @@ def glv_split(k: int) -> tuple[int, int]:
     return k - c1 * GLV_A1 - c2 * GLV_A2, -c1 * GLV_B1 - c2 * GLV_B2
 
 
+def wnaf(k: int, width: int) -> list[tuple[int, int]]:
+    """Width-w NAF of k >= 0 as (bit position, odd digit) pairs, lowest first.
+
+    Digits lie in (-2^(w-1), 2^(w-1)) and any two non-zero digits are >= w bits apart.
+    """
+    out = []
+    full = 1 << width
+    half = full >> 1
+    mask = full - 1
+    pos = 0
+    k = mpz(k)
+    while k:
+        z = gmpy2.bit_scan1(k)
+        k >>= z
+        pos += z
+        d = int(k & mask)
+        if d >= half:
+            d -= full
+        out.append((pos, d))
+        k = (k - d) >> width
+        pos += width
+    return out
+
+
 _check(P == 36 * X0**4 + 36 * X0**3 + 24 * X0**2 + 6 * X0 + 1, "p from the seed")
 _check(R == 36 * X0**4 + 36 * X0**3 + 18 * X0**2 + 6 * X0 + 1, "r from the seed")
 _check(P % 4 == 3, "p ≡ 3 mod 4")
 _check(gmpy2.is_prime(P) and gmpy2.is_prime(R), "p and r prime")
-_check(BETA != 1 and (BETA * BETA + BETA + 1) % P == 0, "beta is a cube root of 1 in Fp")
-_check(LAMBDA != 1 and (LAMBDA * LAMBDA + LAMBDA + 1) % R == 0, "lambda cube root of 1 in Fr")
+
+
+def _is_primitive_cube_root(z: int, modulus: int) -> bool:
+    return z % modulus != 1 and (z * z + z + 1) % modulus == 0
+
+
+_check(_is_primitive_cube_root(BETA, P), "beta is a primitive cube root of 1 in Fp")
+_check(_is_primitive_cube_root(LAMBDA, R), "lambda is a primitive cube root of 1 in Fr")
 _check((GLV_A1 + GLV_B1 * LAMBDA) % R == 0, "GLV basis vector 1 in the lattice")
 _check((GLV_A2 + GLV_B2 * LAMBDA) % R == 0, "GLV basis vector 2 in the lattice")
 _check(GLV_A1 * GLV_B2 - GLV_A2 * GLV_B1 == R, "GLV basis has determinant r")

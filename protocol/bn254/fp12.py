@@ -48,7 +48,8 @@ N_PRIME: Final = mpz((-pow(P, -1, 1 << MONT_BITS)) % (1 << MONT_BITS))
 
 def _spread(value: int, slots: range) -> int:
     """The packed integer holding ``value`` in each of ``slots``."""
-    return mpz(sum(value << (SLOT * i) for i in slots))
+    out: int = mpz(sum(value << (SLOT * i) for i in slots))
+    return out
 
 
 LOWK: Final = _spread((1 << MONT_BITS) - 1, range(12))
@@ -101,7 +102,7 @@ def unpack(a: int) -> list[int]:
 
 def pack(slots: Sequence[int]) -> int:
     """Pack 12 slot values, each in [0, 2p]."""
-    out = mpz(0)
+    out: int = mpz(0)
     for i in range(11, -1, -1):
         out = (out << SLOT) + slots[i]
     return out
@@ -123,7 +124,7 @@ def is_one(a: int) -> bool:
 
 def power(a: int, e: int) -> int:
     """a^e for e >= 0 (left-to-right square and multiply)."""
-    result = ONE
+    result: int = ONE
     for bit in bin(e)[2:]:
         result = sqr(result)
         if bit == "1":

@@ -29,7 +29,7 @@ from typing import Final
 import gmpy2
 from gmpy2 import mpz
 
-from protocol.bn254.fields import BETA, LAMBDA, PZ, B, P, R, glv_split
+from protocol.bn254.fields import BETA, LAMBDA, PZ, B, P, R, glv_split, wnaf
 from protocol.errors import InvalidPoint
 
 Affine = tuple[int, int]
@@ -191,31 +191,7 @@ def _batch_to_affine(points: Sequence[Jacobian]) -> list[Affine]:
     return out
 
 
-# --- scalar recoding -----------------------------------------------------------------------
-
-
-def wnaf(k: int, width: int) -> list[tuple[int, int]]:
-    """Width-w NAF of k >= 0 as (bit position, odd digit) pairs, lowest first.
-
-    Digits lie in (-2^(w-1), 2^(w-1)) and any two non-zero digits are >= w bits apart.
-    """
-    out = []
-    full = 1 << width
-    half = full >> 1
-    mask = full - 1
-    pos = 0
-    k = mpz(k)
-    while k:
-        z = gmpy2.bit_scan1(k)
-        k >>= z
-        pos += z
-        d = int(k & mask)
-        if d >= half:
-            d -= full
-        out.append((pos, d))
-        k = (k - d) >> width
-        pos += width
-    return out
+# --- variable base: GLV + wNAF, Straus ----------------------------------------------------
 
 
 def _odd_multiples(x: int, y: int, count: int) -> list[Affine]:
