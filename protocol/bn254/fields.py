@@ -88,18 +88,20 @@ def wnaf(k: int, width: int) -> list[tuple[int, int]]:
     """Width-w NAF of k >= 0 as (bit position, odd digit) pairs, lowest first.
 
     Digits lie in (-2^(w-1), 2^(w-1)) and any two non-zero digits are >= w bits apart.
+    (Python ints: on 128-bit values their small operations beat mpz ones.)
     """
     out = []
     full = 1 << width
     half = full >> 1
     mask = full - 1
     pos = 0
-    k = mpz(k)
+    k = int(k)
+    scan1 = gmpy2.bit_scan1
     while k:
-        z = gmpy2.bit_scan1(k)
+        z = scan1(k)
         k >>= z
         pos += z
-        d = int(k & mask)
+        d = k & mask
         if d >= half:
             d -= full
         out.append((pos, d))

@@ -9,7 +9,7 @@ operations rather than field multiplications:
 * Accumulators are Jacobian (X : Y : Z), x = X/Z^2, y = Y/Z^3. Doubling is dbl-2009-l
   with S = 4·X·Y^2; additions are mixed (madd-2007-bl) against affine tables. Both are
   inlined in the loops; ``_jac_double``/``_jac_madd`` are the same formulas as functions
-  for table building.
+  for table building (the doubling is rescaled to save operations, see below).
 * Variable base: GLV. φ(x, y) = (β·x, y) = [λ]P splits k into two 128-bit halves, each
   recoded in width-5 NAF, and the two digit streams share one doubling chain (Straus).
   The table of φ(P) is free (multiply x by β).
@@ -134,15 +134,22 @@ G1_GENERATOR: Final = G1(1, 2)
 
 
 # --- Jacobian formulas (reference versions of what the loops inline) ----------------------
+# Doubling is dbl-2009-l rescaled by 1/2 (a valid Jacobian representative of 2P):
+#   N = (3/2)·X^2, B = X·Y^2, X3 = N^2 - 2B, Y3 = N·(B - X3) - Y^4, Z3 = Y·Z,
+# three interpreter operations fewer than the textbook form. Mixed addition is
+# madd-2007-bl without its factors 2 and 4. Some products stay unreduced where one more
+# multiplication follows: in Python a wider product is cheaper than a ``%``.
+
+_THREE_HALVES: Final = mpz(3 * pow(2, -1, P) % P)
 
 
 def _jac_double(pt: Jacobian) -> Jacobian:
     x, y, z = pt
     yy = y * y % PZ
-    s = 4 * x * yy % PZ
-    m = 3 * x * x % PZ
-    x3 = (m * m - 2 * s) % PZ
-    return x3, (m * (s - x3) - 8 * yy * yy) % PZ, 2 * y * z % PZ
+    b = x * yy
+    n = x * x * _THREE_HALVES % PZ
+    x3 = (n * n - 2 * b) % PZ
+    return x3, (n * (b - x3) - yy * yy) % PZ, y * z % PZ
 
 
 def _jac_madd(pt: Jacobian, x2: int, y2: int) -> Jacobian:
@@ -150,16 +157,16 @@ def _jac_madd(pt: Jacobian, x2: int, y2: int) -> Jacobian:
     x1, y1, z1 = pt
     if not z1:
         return mpz(x2), mpz(y2), mpz(1)
-    zz = z1 * z1 % PZ
+    zz = z1 * z1
     h = (x2 * zz - x1) % PZ
-    rr = (y2 * zz % PZ * z1 - y1) % PZ
+    rr = (y2 * zz * z1 - y1) % PZ
     if not h:
         if rr:
             return mpz(0), mpz(1), mpz(0)
         return _jac_double(pt)
     hh = h * h % PZ
-    hhh = h * hh % PZ
-    v = x1 * hh % PZ
+    hhh = h * hh
+    v = x1 * hh
     x3 = (rr * rr - hhh - 2 * v) % PZ
     return x3, (rr * (v - x3) - y1 * hhh) % PZ, z1 * h % PZ
 
@@ -193,6 +200,10 @@ def _batch_to_affine(points: Sequence[Jacobian]) -> list[Affine]:
 
 # --- variable base: GLV + wNAF, Straus ----------------------------------------------------
 
+Event = tuple[int, Affine]  # (bit position, affine point to add there)
+_ODD: Final = tuple(range(1, 1 << (WNAF_WIDTH - 1), 2))
+_NEG_ODD: Final = tuple(-d for d in _ODD)
+
 
 def _odd_multiples(x: int, y: int, count: int) -> list[Affine]:
     """[P, 3P, 5P, ...] (``count`` points) in affine, one inversion per point."""
@@ -208,64 +219,75 @@ def _odd_multiples(x: int, y: int, count: int) -> list[Affine]:
     return out
 
 
-def _signed_table(multiples: Sequence[Affine], beta: bool, negate: bool) -> dict[int, Affine]:
-    """digit d -> d·P (d odd, |d| < 2·len) from [P, 3P, ...]; φ and a sign folded in."""
-    table = {}
-    for j, (x, y) in enumerate(multiples):
-        xx = x * _BETA % PZ if beta else x
-        yneg = (-y) % PZ
-        table[2 * j + 1] = (xx, yneg if negate else y)
-        table[-2 * j - 1] = (xx, y if negate else yneg)
-    return table
+def _glv_events(x: int, y: int, k: int, events: list[Event]) -> None:
+    """Append the two wNAF digit streams of k·(x, y) (GLV split, 0 < k < r) to ``events``."""
+    k1, k2 = glv_split(k)
+    plus = _odd_multiples(x, y, len(_ODD))
+    minus = [(a, PZ - b) for a, b in plus]
+    for half, beta in ((k1, False), (k2, True)):
+        if not half:
+            continue
+        pos_pts, neg_pts = (plus, minus) if half > 0 else (minus, plus)
+        if beta:  # φ(x, y) = (β·x, y)
+            pos_pts = [(a * _BETA % PZ, b) for a, b in pos_pts]
+            neg_pts = [(a * _BETA % PZ, b) for a, b in neg_pts]
+        table = dict(zip(_ODD, pos_pts, strict=True))
+        table.update(zip(_NEG_ODD, neg_pts, strict=True))
+        events.extend((pos, table[d]) for pos, d in wnaf(abs(half), WNAF_WIDTH))
 
 
-def _straus(events: list[list[Affine]]) -> Jacobian:
-    """Σ over positions i (from the top) of 2^i · (sum of the affine points at i)."""
-    px = PZ
-    x, y, z = mpz(0), mpz(1), mpz(0)
-    for i in range(len(events) - 1, -1, -1):
-        if z:
+def _straus(events: list[Event]) -> Jacobian:
+    """Σ 2^pos·point over the events, highest position first, one doubling chain."""
+    if not events:
+        return mpz(0), mpz(1), mpz(0)
+    events.sort(key=_position, reverse=True)
+    px, c = PZ, _THREE_HALVES
+    cur, (x, y) = events[0]
+    z = mpz(1)
+    for pos, (x2, y2) in events[1:]:
+        for _ in range(cur - pos):  # inlined _jac_double
             yy = y * y % px
-            s = 4 * x * yy % px
-            m = 3 * x * x % px
-            x3 = (m * m - 2 * s) % px
-            z = 2 * y * z % px
-            y = (m * (s - x3) - 8 * yy * yy) % px
+            b = x * yy
+            n = x * x * c % px
+            x3 = (n * n - 2 * b) % px
+            z = y * z % px
+            y = (n * (b - x3) - yy * yy) % px
             x = x3
-        for x2, y2 in events[i]:
-            if not z:
-                x, y, z = x2, y2, mpz(1)
-                continue
-            zz = z * z % px
-            h = (x2 * zz - x) % px
-            rr = (y2 * zz % px * z - y) % px
-            if not h:
-                x, y, z = _jac_madd((x, y, z), x2, y2)
-                continue
-            hh = h * h % px
-            hhh = h * hh % px
-            v = x * hh % px
-            x3 = (rr * rr - hhh - 2 * v) % px
-            y = (rr * (v - x3) - y * hhh) % px
-            x = x3
-            z = z * h % px
+        cur = pos
+        if not z:  # the accumulator reached infinity
+            x, y, z = x2, y2, mpz(1)
+            continue
+        zz = z * z  # inlined _jac_madd
+        h = (x2 * zz - x) % px
+        rr = (y2 * zz * z - y) % px
+        if not h:
+            x, y, z = _jac_madd((x, y, z), x2, y2)
+            continue
+        hh = h * h % px
+        hhh = h * hh
+        v = x * hh
+        x3 = (rr * rr - hhh - 2 * v) % px
+        y = (rr * (v - x3) - y * hhh) % px
+        x = x3
+        z = z * h % px
+    for _ in range(cur):
+        yy = y * y % px
+        b = x * yy
+        n = x * x * c % px
+        x3 = (n * n - 2 * b) % px
+        z = y * z % px
+        y = (n * (b - x3) - yy * yy) % px
+        x = x3
     return x, y, z
 
 
-def _glv_events(x: int, y: int, k: int, events: list[list[Affine]]) -> None:
-    """Add the two wNAF digit streams of k·(x, y) (GLV split) to ``events``."""
-    k1, k2 = glv_split(k)
-    multiples = _odd_multiples(x, y, 1 << (WNAF_WIDTH - 2))
-    for half, beta in ((k1, False), (k2, True)):
-        if half:
-            table = _signed_table(multiples, beta, half < 0)
-            for pos, d in wnaf(abs(half), WNAF_WIDTH):
-                events[pos].append(table[d])
+def _position(event: Event) -> int:
+    return event[0]
 
 
 def _glv_mul(x: int, y: int, k: int) -> Jacobian:
     """k·(x, y) for 0 < k < r."""
-    events: list[list[Affine]] = [[] for _ in range(131)]
+    events: list[Event] = []
     _glv_events(x, y, k, events)
     return _straus(events)
 
@@ -312,14 +334,14 @@ def g1_mul_generator(k: int) -> G1:
         elif d < 0:
             x, y = row[-d - 1]
             points.append((x, PZ - y))
-    return _from_jacobian(_straus([points]))
+    return _from_jacobian(_straus([(0, pt) for pt in points]))
 
 
 def g1_msm(points: Sequence[G1], scalars: Sequence[int]) -> G1:
     """Σ scalars[i]·points[i] (Straus + GLV: one shared doubling chain)."""
     if len(points) != len(scalars):
         raise ValueError("g1_msm: points and scalars differ in length")
-    events: list[list[Affine]] = [[] for _ in range(131)]
+    events: list[Event] = []
     for pt, k in zip(points, scalars, strict=True):
         k %= R
         if k and not pt.is_infinity():
@@ -334,7 +356,7 @@ def _check_constants() -> None:
         raise RuntimeError("bn254 constant check failed: G1 generator on the curve")
     acc: Jacobian = (mpz(0), mpz(1), mpz(0))
     for bit in bin(LAMBDA)[2:]:
-        acc = _jac_double(acc) if acc[2] else acc
+        acc = _jac_double(acc)
         if bit == "1":
             acc = _jac_madd(acc, mpz(g.x), mpz(g.y))
     if _from_jacobian(acc) != G1(BETA * g.x % P, g.y):
