@@ -29,7 +29,7 @@ from typing import Final
 import gmpy2
 from gmpy2 import mpz
 
-from protocol.bn254.fields import BETA, LAMBDA, PZ, B, P, R, glv_split, wnaf
+from protocol.bn254.fields import BETA, LAMBDA, PZ, B, P, R, glv_split
 from protocol.errors import InvalidPoint
 
 Affine = tuple[int, int]
@@ -220,27 +220,48 @@ def _odd_multiples(x: int, y: int, count: int) -> list[Affine]:
 
 
 def _glv_events(x: int, y: int, k: int, events: list[Event]) -> None:
-    """Append the two wNAF digit streams of k·(x, y) (GLV split, 0 < k < r) to ``events``."""
+    """Append the two wNAF digit streams of k·(x, y) (GLV split, 0 < k < r) to ``events``.
+
+    The recoding is ``fields.wnaf`` inlined, with the table lookup folded in.
+    """
     k1, k2 = glv_split(k)
     plus = _odd_multiples(x, y, len(_ODD))
     minus = [(a, PZ - b) for a, b in plus]
+    full, half_full, mask, scan1 = (
+        1 << WNAF_WIDTH,
+        1 << (WNAF_WIDTH - 1),
+        (1 << WNAF_WIDTH) - 1,
+        gmpy2.bit_scan1,
+    )
+    append = events.append
     for half, beta in ((k1, False), (k2, True)):
         if not half:
             continue
         pos_pts, neg_pts = (plus, minus) if half > 0 else (minus, plus)
         if beta:  # φ(x, y) = (β·x, y)
-            pos_pts = [(a * _BETA % PZ, b) for a, b in pos_pts]
-            neg_pts = [(a * _BETA % PZ, b) for a, b in neg_pts]
+            bx = [a * _BETA % PZ for a, _ in plus]
+            pos_pts = [(c, b) for c, (_, b) in zip(bx, pos_pts, strict=True)]
+            neg_pts = [(c, b) for c, (_, b) in zip(bx, neg_pts, strict=True)]
         table = dict(zip(_ODD, pos_pts, strict=True))
         table.update(zip(_NEG_ODD, neg_pts, strict=True))
-        events.extend((pos, table[d]) for pos, d in wnaf(abs(half), WNAF_WIDTH))
+        rest, pos = abs(half), 0
+        while rest:
+            zeros = scan1(rest)
+            rest >>= zeros
+            pos += zeros
+            d = rest & mask
+            if d >= half_full:
+                d -= full
+            append((pos, table[d]))
+            rest = (rest - d) >> WNAF_WIDTH
+            pos += WNAF_WIDTH
 
 
 def _straus(events: list[Event]) -> Jacobian:
     """Σ 2^pos·point over the events, highest position first, one doubling chain."""
     if not events:
         return mpz(0), mpz(1), mpz(0)
-    events.sort(key=_position, reverse=True)
+    events.sort(reverse=True)  # by position; ties compare points, which is harmless
     px, c = PZ, _THREE_HALVES
     cur, (x, y) = events[0]
     z = mpz(1)
@@ -279,10 +300,6 @@ def _straus(events: list[Event]) -> Jacobian:
         y = (n * (b - x3) - yy * yy) % px
         x = x3
     return x, y, z
-
-
-def _position(event: Event) -> int:
-    return event[0]
 
 
 def _glv_mul(x: int, y: int, k: int) -> Jacobian:
