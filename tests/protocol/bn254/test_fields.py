@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-from bn254_oracle import field_elements, fq2, pair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from py_ecc import optimized_bn128 as ob
@@ -25,6 +24,7 @@ from protocol.bn254.fp2 import (
     fp2_sqrt,
     fp2_sub,
 )
+from tests.protocol.bn254.bn254_oracle import field_elements, fq2, pair
 
 fp2_elements = st.tuples(field_elements, field_elements)
 nonzero_fp2 = fp2_elements.filter(lambda a: a != (0, 0))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from bn254_oracle import field_elements
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from py_ecc import optimized_bn128 as ob
 
 from protocol.bn254 import P, fp12
+from tests.protocol.bn254.bn254_oracle import field_elements
 
 coefficient_lists = st.lists(field_elements, min_size=12, max_size=12)
 # extreme slots: the packed reduction's bounds are tightest at 0 and p - 1

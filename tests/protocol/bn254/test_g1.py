@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import pytest
-from bn254_oracle import from_ob_g1, g1_points, scalars, to_ob_g1
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from py_ecc import optimized_bn128 as ob
 
 from protocol.bn254 import G1, G1_GENERATOR, G1_INFINITY, P, R, g1_msm, g1_mul_generator
 from protocol.errors import InvalidPoint
+from tests.protocol.bn254.bn254_oracle import from_ob_g1, g1_points, scalars, to_ob_g1
 
 points_or_infinity = g1_points() | st.just(G1_INFINITY)
 

@@ -4,7 +4,6 @@ the ψ endomorphism, the fast subgroup check against r·Q == 0, and validation."
 from __future__ import annotations
 
 import pytest
-from bn254_oracle import field_elements, fq2, from_ob_g2, g2_points, pair, scalars, to_ob_g2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from py_ecc import optimized_bn128 as ob
@@ -13,6 +12,15 @@ from protocol.bn254 import G2, G2_GENERATOR, G2_INFINITY, P, R, g2_mul_generator
 from protocol.bn254.fp2 import TWIST_B, fp2_add, fp2_mul, fp2_sqr, fp2_sqrt
 from protocol.bn254.g2 import psi
 from protocol.errors import InvalidPoint
+from tests.protocol.bn254.bn254_oracle import (
+    field_elements,
+    fq2,
+    from_ob_g2,
+    g2_points,
+    pair,
+    scalars,
+    to_ob_g2,
+)
 
 slow = settings(max_examples=12, deadline=None)
 points_or_infinity = g2_points() | st.just(G2_INFINITY)

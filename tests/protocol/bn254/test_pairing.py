@@ -4,7 +4,6 @@ the pairing laws, prepared lines, products of pairings, and GT arithmetic."""
 from __future__ import annotations
 
 import pytest
-from bn254_oracle import g1_points, g2_points, to_ob_g1, to_ob_g2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from py_ecc import optimized_bn128 as ob
@@ -23,6 +22,7 @@ from protocol.bn254 import (
     pairing_check,
     prepare_g2,
 )
+from tests.protocol.bn254.bn254_oracle import g1_points, g2_points, to_ob_g1, to_ob_g2
 
 nonzero = st.integers(min_value=1, max_value=R - 1)
 
