@@ -330,14 +330,10 @@ def _build_fixed_table() -> list[list[Affine]]:
     return rows
 
 
-def g1_mul_generator(k: int) -> G1:
-    """k·G1 with the fixed-base table (built on first use, ~20 ms)."""
-    k %= R
-    if not k:
-        return G1_INFINITY
+def _fixed_base_events(k: int, events: list[Event]) -> None:
+    """Append the table points of k·G (0 < k < r), all at bit position 0 (no doublings)."""
     if not _fixed_table:
         _fixed_table.extend(_build_fixed_table())
-    points: list[Affine] = []
     half = 1 << (FIXED_WINDOW - 1)
     full = 1 << FIXED_WINDOW
     for row in _fixed_table:
@@ -347,22 +343,44 @@ def g1_mul_generator(k: int) -> G1:
             d -= full
             k += 1
         if d > 0:
-            points.append(row[d - 1])
+            events.append((0, row[d - 1]))
         elif d < 0:
             x, y = row[-d - 1]
-            points.append((x, PZ - y))
-    return _from_jacobian(_straus([(0, pt) for pt in points]))
+            events.append((0, (x, PZ - y)))
+
+
+def g1_mul_generator(k: int) -> G1:
+    """k·G1 with the fixed-base table (built on first use, ~20 ms)."""
+    k %= R
+    if not k:
+        return G1_INFINITY
+    events: list[Event] = []
+    _fixed_base_events(k, events)
+    return _from_jacobian(_straus(events))
 
 
 def g1_msm(points: Sequence[G1], scalars: Sequence[int]) -> G1:
-    """Σ scalars[i]·points[i] (Straus + GLV: one shared doubling chain)."""
+    """Σ scalars[i]·points[i] (Straus + GLV: one shared doubling chain).
+
+    Terms with scalar ±1 are plain additions and the generator uses its fixed-base
+    table, so the EigenLayer combinations σ + γ·apk and H(m) + γ·G1 stay cheap.
+    """
     if len(points) != len(scalars):
         raise ValueError("g1_msm: points and scalars differ in length")
     events: list[Event] = []
     for pt, k in zip(points, scalars, strict=True):
         k %= R
-        if k and not pt.is_infinity():
-            _glv_events(mpz(pt.x), mpz(pt.y), k, events)
+        if not k or pt.is_infinity():
+            continue
+        x, y = mpz(pt.x), mpz(pt.y)
+        if k == 1:
+            events.append((0, (x, y)))
+        elif k == R - 1:
+            events.append((0, (x, PZ - y)))
+        elif pt == G1_GENERATOR:
+            _fixed_base_events(k, events)
+        else:
+            _glv_events(x, y, k, events)
     return _from_jacobian(_straus(events))
 
 

@@ -25,7 +25,7 @@ Fp6 subfield orders divide (p^12 - 1)/r). A product of pairings shares the squar
 Final exponentiation f^((p^12-1)/r): easy part f^((p^6-1)(p^2+1)) with one inversion
 (through the tower), then the hard part (p^4 - p^2 + 1)/r with the vectorial addition
 chain of Scott et al. (2009), as in go-ethereum's bn256: three exponentiations by x
-(NAF, conjugation as the inverse on the cyclotomic subgroup) and Frobenius maps.
+(signed 4-bit windows, conjugation as the inverse on the cyclotomic subgroup) and Frobenius maps.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import gmpy2
 from gmpy2 import mpz
 
 from protocol.bn254 import fp12
-from protocol.bn254.fields import PZ, X0, P, R
+from protocol.bn254.fields import PZ, X0, P, R, wnaf
 from protocol.bn254.fp2 import PSI2_X, PSI2_Y, fp2_mul
 from protocol.bn254.g1 import G1
 from protocol.bn254.g2 import G2, psi
@@ -58,11 +58,13 @@ def _naf(k: int) -> tuple[int, ...]:
 
 ATE_LOOP: Final = 6 * X0 + 2
 ATE_NAF: Final = _naf(ATE_LOOP)
-X0_NAF: Final = _naf(X0)
+X0_WNAF4: Final = tuple(reversed(wnaf(X0, 4)))  # (position, digit), highest first
 _S1, _S3, _S7, _S9 = (fp12.SLOT * i for i in (1, 3, 7, 9))
 
 if sum(d << i for i, d in enumerate(reversed(ATE_NAF))) != ATE_LOOP or ATE_NAF[0] != 1:
     raise RuntimeError("bn254 constant check failed: NAF(6x+2)")
+if sum(d << i for i, d in X0_WNAF4) != X0:
+    raise RuntimeError("bn254 constant check failed: signed windows of x")
 
 
 class GT:
@@ -116,59 +118,54 @@ class GT:
 # --- G2 side: the lines ------------------------------------------------------------------
 
 
-def _line(lam0: int, lam1: int, x0: int, x1: int, y0: int, y1: int) -> Line:
-    """The flat slots 1, 7, 3, 9 of the line with slope λ through (x, y)."""
-    c0 = (y0 - lam0 * x0 + lam1 * x1) % PZ
-    c1 = (y1 - lam0 * x1 - lam1 * x0) % PZ
-    return ((lam0 - 9 * lam1) % PZ, lam1, (c0 - 9 * c1) % PZ, c1)
-
-
 def _g2_lines(q: G2) -> tuple[Line, ...]:
-    """The Miller-loop lines of Q in the order the loop consumes them."""
+    """The Miller-loop lines of Q in the order the loop consumes them.
+
+    T walks the ate loop in affine coordinates over Fp2; each step is one inversion.
+    Per line we keep the flat slots 1, 7 (from λ) and 3, 9 (from c = y_T - λ·x_T).
+    """
     p = PZ
     qx0, qx1 = mpz(q.x[0]), mpz(q.x[1])
     qy0, qy1 = mpz(q.y[0]), mpz(q.y[1])
-    nqy0, nqy1 = (-qy0) % p, (-qy1) % p
-    x0, x1, y0, y1 = qx0, qx1, qy0, qy1
-    lines: list[Line] = []
-
-    def add_step(ax0: int, ax1: int, ay0: int, ay1: int) -> None:
-        nonlocal x0, x1, y0, y1
-        dx0, dx1 = (x0 - ax0) % p, (x1 - ax1) % p
-        inv = gmpy2.invert((dx0 * dx0 + dx1 * dx1) % p, p)
-        dx0, dx1 = dx0 * inv % p, -dx1 * inv % p  # 1/(x_T - x_A)
-        dy0, dy1 = y0 - ay0, y1 - ay1
-        lam0 = (dy0 * dx0 - dy1 * dx1) % p
-        lam1 = (dy0 * dx1 + dy1 * dx0) % p
-        lines.append(_line(lam0, lam1, x0, x1, y0, y1))
-        nx0 = ((lam0 + lam1) * (lam0 - lam1) - x0 - ax0) % p
-        nx1 = (2 * lam0 * lam1 - x1 - ax1) % p
-        t0, t1 = x0 - nx0, x1 - nx1
-        y0, y1 = (lam0 * t0 - lam1 * t1 - y0) % p, (lam0 * t1 + lam1 * t0 - y1) % p
-        x0, x1 = nx0, nx1
-
+    plus, minus = (qx0, qx1, qy0, qy1), (qx0, qx1, (-qy0) % p, (-qy1) % p)
+    # one entry per line: None doubles T, a point is added to T
+    schedule: list[tuple[int, int, int, int] | None] = []
     for digit in ATE_NAF[1:]:
-        # doubling: λ = 3x^2 / 2y
-        inv = gmpy2.invert((4 * (y0 * y0 + y1 * y1)) % p, p)
-        d0, d1 = 2 * y0 * inv % p, -2 * y1 * inv % p  # 1/(2y)
-        n0, n1 = 3 * (x0 + x1) * (x0 - x1), 6 * x0 * x1
-        lam0 = (n0 * d0 - n1 * d1) % p
-        lam1 = (n0 * d1 + n1 * d0) % p
-        lines.append(_line(lam0, lam1, x0, x1, y0, y1))
-        nx0 = ((lam0 + lam1) * (lam0 - lam1) - 2 * x0) % p
-        nx1 = (2 * lam0 * lam1 - 2 * x1) % p
-        t0, t1 = x0 - nx0, x1 - nx1
-        y0, y1 = (lam0 * t0 - lam1 * t1 - y0) % p, (lam0 * t1 + lam1 * t0 - y1) % p
-        x0, x1 = nx0, nx1
-        if digit == 1:
-            add_step(qx0, qx1, qy0, qy1)
-        elif digit == -1:
-            add_step(qx0, qx1, nqy0, nqy1)
+        schedule.append(None)
+        if digit:
+            schedule.append(plus if digit == 1 else minus)
     # Frobenius lines: Q1 = π(Q) = ψ(Q), then -π²(Q) = -ψ²(Q) = -(x·ψ2x, y·ψ2y).
-    add_step(*psi((qx0, qx1, qy0, qy1)))
+    schedule.append(psi(plus))
     q2x = fp2_mul((qx0, qx1), PSI2_X)
     q2y = fp2_mul((qy0, qy1), PSI2_Y)
-    add_step(q2x[0], q2x[1], (-q2y[0]) % p, (-q2y[1]) % p)
+    schedule.append((q2x[0], q2x[1], (-q2y[0]) % p, (-q2y[1]) % p))
+
+    x0, x1, y0, y1 = plus
+    lines: list[Line] = []
+    append = lines.append
+    for step in schedule:
+        if step is None:  # tangent: λ = 3x^2 / 2y = 3x^2·conj(y) / (2·N(y))
+            n0 = 3 * (x0 + x1) * (x0 - x1)
+            n1 = 6 * x0 * x1
+            s = gmpy2.invert(2 * (y0 * y0 + y1 * y1) % p, p)
+            lam0 = (n0 * y0 + n1 * y1) % p * s % p
+            lam1 = (n1 * y0 - n0 * y1) % p * s % p
+            ax0, ax1 = x0, x1
+        else:  # chord through T and A: λ = (y - a_y)·conj(x - a_x) / N(x - a_x)
+            ax0, ax1, ay0, ay1 = step
+            dx0, dx1, dy0, dy1 = x0 - ax0, x1 - ax1, y0 - ay0, y1 - ay1
+            s = gmpy2.invert((dx0 * dx0 + dx1 * dx1) % p, p)
+            lam0 = (dy0 * dx0 + dy1 * dx1) % p * s % p
+            lam1 = (dy1 * dx0 - dy0 * dx1) % p * s % p
+        lx0 = lam0 * x0 - lam1 * x1  # λ·x_T, unreduced
+        lx1 = lam0 * x1 + lam1 * x0
+        c0 = (y0 - lx0) % p
+        c1 = (y1 - lx1) % p
+        append(((lam0 - 9 * lam1) % p, lam1, (c0 - 9 * c1) % p, c1))
+        nx0 = ((lam0 + lam1) * (lam0 - lam1) - x0 - ax0) % p
+        nx1 = (2 * lam0 * lam1 - x1 - ax1) % p
+        y0, y1 = (lx0 - lam0 * nx0 + lam1 * nx1 - y0) % p, (lx1 - lam0 * nx1 - lam1 * nx0 - y1) % p
+        x0, x1 = nx0, nx1
     return tuple(lines)
 
 
@@ -213,7 +210,7 @@ def _miller_loop(pairs: Sequence[tuple[int, int, tuple[Line, ...]]]) -> int:
     """Π f_Q(P) over (x_P, -y_P mod p, lines of Q); packed Montgomery, up to Fp* factors."""
     p = PZ
     s12, s6, mb = fp12.S12, fp12.S6, fp12.MONT_BITS
-    off1, off2, lowk, nprime = fp12.OFF1, fp12.OFF2, fp12.LOWK, fp12.N_PRIME
+    off, lowk, nprime = fp12.OFF, fp12.LOWK, fp12.N_PRIME
     s1, s3, s7, s9 = _S1, _S3, _S7, _S9
     divmod2exp = gmpy2.t_divmod_2exp
     f: int = fp12.ONE
@@ -233,9 +230,8 @@ def _miller_loop(pairs: Sequence[tuple[int, int, tuple[Line, ...]]]) -> int:
                 b = l7 * x % p
                 c = f * ny + (f * a << s1) + (f * c3 << s3) + (f * b << s7) + (f * c9 << s9)
                 h, c = divmod2exp(c, s12)
-                c = c + off1 + (h * 18 << s6) - h * 82
-                h, c = divmod2exp(c, s12)
-                c = c + off2 + (h * 18 << s6) - h * 82
+                hh, hl = divmod2exp(h, s6)
+                c = c + off + ((hl * 18 + hh * 242) << s6) - hl * 82 - hh * 1476
                 m = ((c & lowk) * nprime) & lowk
                 f = (c + m * p) >> mb
             idx += 1
@@ -246,15 +242,26 @@ def _miller_loop(pairs: Sequence[tuple[int, int, tuple[Line, ...]]]) -> int:
 
 
 def _exp_by_x(f: int) -> int:
-    """f^x for f in the cyclotomic subgroup (conjugation is the inverse there)."""
-    f_inv = fp12.conj(f)
-    out = f
-    for d in X0_NAF[1:]:
-        out = fp12.sqr(out)
-        if d == 1:
-            out = fp12.mul(out, f)
-        elif d == -1:
-            out = fp12.mul(out, f_inv)
+    """f^x for f in the cyclotomic subgroup: signed width-4 windows over x (14 non-zero
+    digits, 16 multiplications in all instead of 23 for the NAF), conjugation as the
+    inverse for negative digits."""
+    mul, sqr, conj = fp12.mul, fp12.sqr, fp12.conj
+    f2 = sqr(f)
+    f3 = mul(f, f2)
+    f5 = mul(f3, f2)
+    f7 = mul(f5, f2)
+    table = {1: f, 3: f3, 5: f5, 7: f7}
+    table.update({-d: conj(v) for d, v in table.items()})
+    digits = X0_WNAF4
+    pos, d = digits[0]
+    out = table[d]
+    for nxt, d in digits[1:]:
+        for _ in range(pos - nxt):
+            out = sqr(out)
+        out = mul(out, table[d])
+        pos = nxt
+    for _ in range(pos):
+        out = sqr(out)
     return out
 
 
