@@ -85,6 +85,16 @@ def test_msm_with_duplicate_and_opposite_points(a: G1, ks: list[int]) -> None:
     assert g1_msm([a, a, -a], [5, 7, 12]) == G1_INFINITY
 
 
+@settings(max_examples=10, deadline=None)
+@given(g1_points(), scalars, scalars, st.sampled_from([1, R - 1, R + 1, -1]))
+def test_msm_fast_paths_for_unit_scalars_and_the_generator_equal_naive_sum(
+    a: G1, j: int, k: int, unit: int
+) -> None:
+    points = [G1_GENERATOR, a, a, G1_GENERATOR, a]
+    ks = [j, 1, unit, k, R - 1]
+    assert g1_msm(points, ks) == naive_sum(points, ks)
+
+
 def test_msm_edge_cases() -> None:
     a = G1(1, 2) * 77
     assert g1_msm([], []) == G1_INFINITY
