@@ -52,6 +52,7 @@ PSI_EIGENVALUE: Final = P % R  # ψ(Q) == [p]Q on G2, and p ≡ 6x^2 (mod r)
 WNAF_WIDTH: Final = 5
 FIXED_WINDOW: Final = 8
 FIXED_WINDOWS: Final = 32
+_THREE_HALVES: Final = mpz(3 * pow(2, -1, P) % P)
 _JAC_INFINITY: Final[Jacobian2] = (mpz(0), mpz(0), mpz(1), mpz(0), mpz(0), mpz(0))
 
 
@@ -238,23 +239,24 @@ def _batch_to_affine(points: Sequence[Jacobian2]) -> list[Affine2]:
 
 
 def _jac_double(pt: Jacobian2) -> Jacobian2:
-    """dbl-2009-l over Fp2 (the formula ``_straus2`` inlines)."""
+    """dbl-2009-l over Fp2 rescaled by 1/2 as in g1.py (the formula ``_straus2`` inlines):
+    N = (3/2)·X^2, B = X·Y^2, X3 = N^2 - 2B, Y3 = N·(B - X3) - Y^4, Z3 = Y·Z."""
     x0, x1, y0, y1, z0, z1 = pt
-    p = PZ
+    p, c = PZ, _THREE_HALVES
     yy0 = (y0 + y1) * (y0 - y1) % p
     yy1 = 2 * y0 * y1 % p
-    s0 = 4 * (x0 * yy0 - x1 * yy1) % p
-    s1 = 4 * (x0 * yy1 + x1 * yy0) % p
-    m0 = 3 * (x0 + x1) * (x0 - x1) % p
-    m1 = 6 * x0 * x1 % p
-    nx0 = ((m0 + m1) * (m0 - m1) - 2 * s0) % p
-    nx1 = (2 * m0 * m1 - 2 * s1) % p
-    nz0 = 2 * (y0 * z0 - y1 * z1) % p
-    nz1 = 2 * (y0 * z1 + y1 * z0) % p
-    t0 = s0 - nx0
-    t1 = s1 - nx1
-    ny0 = (m0 * t0 - m1 * t1 - 8 * (yy0 + yy1) * (yy0 - yy1)) % p
-    ny1 = (m0 * t1 + m1 * t0 - 16 * yy0 * yy1) % p
+    b0 = (x0 * yy0 - x1 * yy1) % p
+    b1 = (x0 * yy1 + x1 * yy0) % p
+    n0 = (x0 + x1) * (x0 - x1) * c % p
+    n1 = 3 * x0 * x1 % p
+    nx0 = ((n0 + n1) * (n0 - n1) - 2 * b0) % p
+    nx1 = (2 * n0 * n1 - 2 * b1) % p
+    nz0 = (y0 * z0 - y1 * z1) % p
+    nz1 = (y0 * z1 + y1 * z0) % p
+    t0 = b0 - nx0
+    t1 = b1 - nx1
+    ny0 = (n0 * t0 - n1 * t1 - (yy0 + yy1) * (yy0 - yy1)) % p
+    ny1 = (n0 * t1 + n1 * t0 - 2 * yy0 * yy1) % p
     return nx0, nx1, ny0, ny1, nz0, nz1
 
 
@@ -292,25 +294,25 @@ def _jac_madd(pt: Jacobian2, q: Affine2) -> Jacobian2:
 
 def _straus2(events: list[list[Affine2]]) -> Jacobian2:
     """Σ over positions i (from the top) of 2^i · (sum of the affine points at i)."""
-    p = PZ
+    p, c = PZ, _THREE_HALVES
     x0, x1, y0, y1, z0, z1 = _JAC_INFINITY
     for i in range(len(events) - 1, -1, -1):
         if z0 or z1:  # inlined _jac_double
             yy0 = (y0 + y1) * (y0 - y1) % p
             yy1 = 2 * y0 * y1 % p
-            s0 = 4 * (x0 * yy0 - x1 * yy1) % p
-            s1 = 4 * (x0 * yy1 + x1 * yy0) % p
-            m0 = 3 * (x0 + x1) * (x0 - x1) % p
-            m1 = 6 * x0 * x1 % p
-            nz0 = 2 * (y0 * z0 - y1 * z1) % p
-            z1 = 2 * (y0 * z1 + y1 * z0) % p
+            b0 = (x0 * yy0 - x1 * yy1) % p
+            b1 = (x0 * yy1 + x1 * yy0) % p
+            n0 = (x0 + x1) * (x0 - x1) * c % p
+            n1 = 3 * x0 * x1 % p
+            nz0 = (y0 * z0 - y1 * z1) % p
+            z1 = (y0 * z1 + y1 * z0) % p
             z0 = nz0
-            x0 = ((m0 + m1) * (m0 - m1) - 2 * s0) % p
-            x1 = (2 * m0 * m1 - 2 * s1) % p
-            t0 = s0 - x0
-            t1 = s1 - x1
-            y0 = (m0 * t0 - m1 * t1 - 8 * (yy0 + yy1) * (yy0 - yy1)) % p
-            y1 = (m0 * t1 + m1 * t0 - 16 * yy0 * yy1) % p
+            x0 = ((n0 + n1) * (n0 - n1) - 2 * b0) % p
+            x1 = (2 * n0 * n1 - 2 * b1) % p
+            t0 = b0 - x0
+            t1 = b1 - x1
+            y0 = (n0 * t0 - n1 * t1 - (yy0 + yy1) * (yy0 - yy1)) % p
+            y1 = (n0 * t1 + n1 * t0 - 2 * yy0 * yy1) % p
         for q in events[i]:
             a0, a1, b0, b1 = q
             if not (z0 or z1):
