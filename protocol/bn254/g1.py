@@ -311,7 +311,9 @@ def _glv_mul(x: int, y: int, k: int) -> Jacobian:
 
 # --- fixed base: the generator ---------------------------------------------------------------
 
-_fixed_table: list[list[Affine]] = []
+# Built on first use and published by one assignment: concurrent first callers may both
+# build it, but nobody ever sees a half-built table.
+_fixed_table: list[list[Affine]] | None = None
 
 
 def _build_fixed_table() -> list[list[Affine]]:
@@ -332,11 +334,13 @@ def _build_fixed_table() -> list[list[Affine]]:
 
 def _fixed_base_events(k: int, events: list[Event]) -> None:
     """Append the table points of k·G (0 < k < r), all at bit position 0 (no doublings)."""
-    if not _fixed_table:
-        _fixed_table.extend(_build_fixed_table())
+    global _fixed_table
+    table = _fixed_table
+    if table is None:
+        table = _fixed_table = _build_fixed_table()
     half = 1 << (FIXED_WINDOW - 1)
     full = 1 << FIXED_WINDOW
-    for row in _fixed_table:
+    for row in table:
         d = k & (full - 1)
         k >>= FIXED_WINDOW
         if d > half:

@@ -394,7 +394,9 @@ def _gls_mul(q: Affine2, k: int) -> Jacobian2:
 
 # --- fixed base: the generator -------------------------------------------------------------
 
-_fixed_table: list[list[Affine2]] = []
+# Built on first use and published by one assignment: concurrent first callers may both
+# build it, but nobody ever sees a half-built table.
+_fixed_table: list[list[Affine2]] | None = None
 
 
 def _build_fixed_table() -> list[list[Affine2]]:
@@ -422,12 +424,14 @@ def g2_mul_generator(k: int) -> G2:
     k %= R
     if not k:
         return G2_INFINITY
-    if not _fixed_table:
-        _fixed_table.extend(_build_fixed_table())
+    global _fixed_table
+    table = _fixed_table
+    if table is None:
+        table = _fixed_table = _build_fixed_table()
     points: list[Affine2] = []
     half = 1 << (FIXED_WINDOW - 1)
     full = 1 << FIXED_WINDOW
-    for row in _fixed_table:
+    for row in table:
         d = k & (full - 1)
         k >>= FIXED_WINDOW
         if d > half:
