@@ -5,25 +5,27 @@ directly with ``py_ecc.optimized_bn128``. Since (w^6 - 9)^2 = -1, u = w^6 - 9 em
 w^6 = ξ = 9 + u, and the flat pair (c_i, c_{i+6}) is the Fp2 coefficient
 A_i = (c_i + 9c_{i+6}) + c_{i+6}*u of w^i in the tower Fp2[w]/(w^6 - ξ).
 
-Packing (Kronecker substitution): the 12 coefficients sit in 576-bit slots of one
-mpz, F = Σ c_i·2^(576i). A product is then ONE gmpy2 multiplication followed by a
+Packing (Kronecker substitution): the 12 coefficients sit in 544-bit slots of one
+mpz, F = Σ c_i·2^(544i). A product is then ONE gmpy2 multiplication followed by a
 packed reduction, ~14 interpreter operations in all instead of ~200 for a tower:
 
 1. Reduce mod w^12 = 18w^6 - 82 in one pass: split C at slot 12 and again at slot 18
    (C = L + H_lo·w^12 + H_hi·w^18) and use w^(12+j) = 18w^(6+j) - 82w^j and
    w^(18+j) = 242w^(6+j) - 1476w^j. OFF is a multiple of p in the slots that lose
    terms, large enough that no slot goes negative, so slots never borrow.
-2. Packed Montgomery REDC with R = 2^280 in every slot at once:
-   m = ((C & LOWK)·N') & LOWK, C = (C + m·p) >> 280.
+2. Packed Montgomery REDC with R = 2^272 in every slot at once:
+   m = ((C & LOWK)·N') & LOWK, C = (C + m·p) >> 272.
 
 Invariant: every slot of a packed element holds a value in [0, 2p], the element's
 coefficients times R (Montgomery form; ``val(F) = F·R^-1`` slot by slot). Scaling by
 R is scaling by an element of Fp, so it commutes with everything Fp-linear.
 
-Slot bounds for a product of two elements: raw slots are sums of <= 12 products of
-values <= 2p, so <= B0 = 48p^2; after the reduction a slot is at most
-B0 + 1558·B0 (OFF) + 18·B0 + 242·B0 < 2^17·p^2 < 2^280·p, so REDC returns slots < 2p,
-and nothing ever exceeds 2^576.
+Slot bounds (p < 2^254): for inputs with slots <= 2p, raw product slots are sums of
+<= 12 products, so <= B0 = 48p^2 < 2^514; after the reduction a slot is at most
+B0 + 1558·B0 (OFF) + 18·B0 + 242·B0 = 1819·B0 < 2^16.5·p^2. REDC returns
+C/R + p < (2^16.5·p/2^272 + 1)·p < 1.34p, so the invariant holds. Inside REDC the
+slot products (C & LOWK)·N' stay below 2^544 and C + m·p below 2^527: no slot ever
+spills into the next, which is what fixes the slot width at 544 bits.
 """
 
 from __future__ import annotations
@@ -37,11 +39,11 @@ from gmpy2 import mpz
 from protocol.bn254.fields import PZ, P, fp_inv
 from protocol.bn254.fp2 import XI, Fp2, fp2_conj, fp2_mul, fp2_pow
 
-SLOT: Final = 576
+SLOT: Final = 544
 S12: Final = 12 * SLOT
 S6: Final = 6 * SLOT
 SLOT_MASK: Final = mpz((1 << SLOT) - 1)
-MONT_BITS: Final = 280
+MONT_BITS: Final = 272
 R_MONT: Final = mpz((1 << MONT_BITS) % P)  # Montgomery R mod p
 R_MONT_INV: Final = mpz(pow(1 << MONT_BITS, -1, P))
 N_PRIME: Final = mpz((-pow(P, -1, 1 << MONT_BITS)) % (1 << MONT_BITS))
@@ -61,6 +63,16 @@ ODD_MASK: Final = _spread((1 << SLOT) - 1, range(1, 12, 2))
 EVEN_MASK: Final = _spread((1 << SLOT) - 1, range(0, 12, 2))
 
 ONE: Final = mpz(R_MONT)  # 1 in Montgomery form, slot 0
+
+# The slot bounds of the module header, checked with the actual numbers.
+_C_MAX: Final = 1819 * _B0  # largest slot entering REDC
+if not (
+    2 * MONT_BITS <= SLOT  # (C & LOWK)·N' fits its slot
+    and _C_MAX + ((1 << MONT_BITS) - 1) * P < 1 << SLOT  # C + m·p fits its slot
+    and _C_MAX // (1 << MONT_BITS) + P <= 2 * P  # REDC output stays <= 2p
+    and 1558 * _B0 % P == 0  # OFF is 0 mod p
+):
+    raise RuntimeError("bn254 constant check failed: packed Fp12 slot bounds")
 
 
 def mul(a: int, b: int) -> int:
