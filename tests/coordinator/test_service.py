@@ -199,6 +199,7 @@ class FakeNode:
     keys: list[node_api.PublicKeyMetadata]
     coordinator: bytes
     claimed_index: int | None = None
+    hold: trio.Event | None = None  # keys.list waits for it
     port: int = 0
     scope: trio.CancelScope | None = None
     calls: list[str] = field(default_factory=list)
@@ -217,6 +218,8 @@ class FakeNode:
 
     async def keys_list(self, params: dict[str, Any]) -> dict[str, Any]:
         self.calls.append("keys.list")
+        if self.hold is not None:
+            await self.hold.wait()
         rest = [k for k in self.keys if k.key_id > params.get("after", "")]
         return {"keys": [k.to_wire() for k in rest[:2]], "more": len(rest) > 2}
 
@@ -291,6 +294,37 @@ async def test_service_rebuilds_the_registry_from_live_nodes(nursery: trio.Nurse
     for node in nodes:
         assert node.scope is not None
         node.scope.cancel()
+
+
+async def test_a_node_is_up_only_once_its_keys_are_known(nursery: trio.Nursery) -> None:
+    coordinator = KeyPair.generate()
+    node = FakeNode(1, KeyPair.generate(), [make_key(holders=(1,), t=1)], coordinator.public)
+    node.hold = trio.Event()
+    node.port = await nursery.start(node.serve)
+    manifest = manifest_of([node.key], [node.port], coordinator)
+    endpoints = [NodeEndpoint.from_manifest(e) for e in manifest.nodes]
+    async with (
+        open_session_manager(endpoints, identity=coordinator, cluster_id=CID, config=FAST) as s,
+        open_service(manifest, s, config=WATCH) as service,
+    ):
+        await s.wait_up("node1", timeout=10)
+
+        async def asked() -> bool:
+            return "keys.list" in node.calls
+
+        await _until(asked)
+        (pending,) = (await service.health()).nodes
+        assert not pending.up and "not checked yet" in pending.detail
+        assert await service.list_keys() == []
+        node.hold.set()
+
+        async def up() -> bool:
+            return (await service.health()).nodes[0].up
+
+        await _until(up)
+        assert [k.key_id for k in await service.list_keys()] == ["k1"]
+    assert node.scope is not None
+    node.scope.cancel()
 
 
 async def test_http_api_over_the_service(nursery: trio.Nursery) -> None:
