@@ -3,6 +3,8 @@ its share, the state of a key on every node, and the audit logs.
 
 * ``run_dkg``: ``POST /v1/dkg`` with the demo client (operator role); a 201 gives the
   key's public key, anything else is an outcome (``aborted``, ``unavailable``, ...).
+  A refused connection (coordinator restarting) is retried; a request that was sent
+  and got no answer is not (its outcome is unknown: ``status`` None).
 * ``rejoin_check``: for covering sets S of t nodes (every node in at least one), the
   proxies cut off every node outside S, one message is signed, and the signature must
   pass the gamma check with ``signers`` = S: each node, restarted or not, unsealed its
@@ -28,7 +30,7 @@ from typing import Any
 import trio
 
 from cluster import launcher
-from cluster.chaos.httpc import HttpUnavailable, request
+from cluster.chaos.httpc import HttpRefused, HttpTimeout, HttpUnavailable, request
 from cluster.chaos.load import SignatureCheck
 from cluster.chaos.proxy import Proxy
 from protocol.audit import verify_log
@@ -89,13 +91,22 @@ async def run_dkg(
     if min_holders is not None:
         body["minHolders"] = min_holders
     start = trio.current_time()
-    try:
-        resp = await request(
-            address, "POST", "/v1/dkg", body=body, api_key=api_key, deadline_s=deadline_s
-        )
-    except HttpUnavailable as exc:
-        outcome = "timeout" if "within" in str(exc) else "unavailable"
-        return DkgOutcome(key_id, outcome, None, detail=str(exc))
+    while True:  # a request that never reached the coordinator (restarting) is retried
+        left = start + deadline_s - trio.current_time()
+        try:
+            resp = await request(
+                address, "POST", "/v1/dkg", body=body, api_key=api_key, deadline_s=max(left, 0.01)
+            )
+            break
+        except HttpRefused as exc:
+            if left > 1.0:
+                await trio.sleep(0.2)
+                continue
+            return DkgOutcome(key_id, "unavailable", None, detail=str(exc))
+        except HttpUnavailable as exc:  # sent, and then no answer: the outcome is unknown
+            outcome = "timeout" if isinstance(exc, HttpTimeout) else "unavailable"
+            took = trio.current_time() - start
+            return DkgOutcome(key_id, outcome, None, detail=str(exc), seconds=took)
     took = trio.current_time() - start
     doc = resp.json()
     if resp.status == 201:

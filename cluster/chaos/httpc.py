@@ -23,6 +23,10 @@ class HttpUnavailable(Exception):
     """No HTTP response: the connection was refused, reset or closed early."""
 
 
+class HttpRefused(HttpUnavailable):
+    """The connection could not be made: the request never reached the server."""
+
+
 class HttpTimeout(HttpUnavailable):
     """The request's deadline passed before a whole response arrived."""
 
@@ -53,7 +57,7 @@ async def _exchange(
     try:
         stream = await trio.open_tcp_stream(host, port)
     except OSError as exc:
-        raise HttpUnavailable(f"connect {host}:{port}: {exc.strerror or exc}") from None
+        raise HttpRefused(f"connect {host}:{port}: {exc.strerror or exc}") from None
     conn = h11.Connection(h11.CLIENT)
     try:
         request = h11.Request(method=method, target=path, headers=headers)

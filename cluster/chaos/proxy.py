@@ -14,7 +14,8 @@ existing connections:
                                 upstream (the peer sees silence, as with a cut cable);
 ``delay(seconds)``              each chunk is delivered ``seconds`` after it arrived,
                                 in both directions, order kept (latency, not a
-                                throughput cap).
+                                throughput cap); ``heal()`` sends what is held back
+                                at once.
 
 A connection that lost bytes to a blackhole can never carry a valid stream again
 (Noise would reject it), so ``heal()`` resets those; connections that were only
@@ -98,6 +99,8 @@ class Proxy:
         self.delay_s = 0.0
         self.stats = ProxyStats()
         self._conns: set[_Conn] = set()
+        self._undelayed = trio.Event()  # set while no delay is in force
+        self._undelayed.set()
 
     def __repr__(self) -> str:
         return f"Proxy({LOOPBACK}:{self.port} -> {self.target[0]}:{self.target[1]}, {self.mode})"
@@ -110,6 +113,7 @@ class Proxy:
         """Forward unchanged again; reset connections that lost bytes to a blackhole."""
         self.mode = ProxyMode.PASS
         self.delay_s = 0.0
+        self._undelayed.set()  # chunks still held back by a delay go out now
         for conn in list(self._conns):
             if conn.lost_bytes or conn.upstream is None:
                 self.stats.reset += 1
@@ -118,6 +122,7 @@ class Proxy:
     def partition(self, *, blackhole: bool = False) -> None:
         self.mode = ProxyMode.BLACKHOLE if blackhole else ProxyMode.REFUSE
         self.delay_s = 0.0
+        self._undelayed.set()
         if not blackhole:
             for conn in list(self._conns):
                 self.stats.reset += 1
@@ -128,6 +133,13 @@ class Proxy:
             raise ValueError("delay must be positive")
         self.mode = ProxyMode.DELAY
         self.delay_s = seconds
+        if self._undelayed.is_set():
+            self._undelayed = trio.Event()
+
+    async def _hold_back(self, deliver_at: float) -> None:
+        """Wait until ``deliver_at``, or less if the delay is healed meanwhile."""
+        with trio.move_on_at(deliver_at):
+            await self._undelayed.wait()
 
     # -- forwarding -----------------------------------------------------------------
 
@@ -170,7 +182,7 @@ class Proxy:
         async def write_loop() -> None:
             async with recv:
                 async for deliver_at, data in recv:
-                    await trio.sleep_until(deliver_at)
+                    await self._hold_back(deliver_at)
                     if self.mode is ProxyMode.BLACKHOLE:
                         conn.lost_bytes = True
                         self.stats.bytes_dropped += len(data)

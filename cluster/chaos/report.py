@@ -30,6 +30,7 @@ from cluster.chaos.load import OK, UNAVAILABLE, Sample
 from cluster.chaos.schedule import Event, FaultKind, Snapshot
 
 BUDGET, OVERLOAD, COORDINATOR = "budget", "overload", "coordinator"
+MAX_FAILED_LISTED = 50
 CLASSES = (BUDGET, OVERLOAD, COORDINATOR)
 
 
@@ -198,8 +199,25 @@ def analyse(
         "coordinator_recovery_s": round(max(coord_rec, default=0.0), 3),
         "classes": {c: _class_summary(by_class[c]) for c in CLASSES},
         "recoveries": recoveries,
+        "failedRequests": [
+            _failed(s, tl.classify(s), origin)
+            for s in sorted(samples, key=lambda s: s.sent)
+            if s.outcome != OK
+        ][:MAX_FAILED_LISTED],
     }
     return Analysis(result, failures)
+
+
+def _failed(sample: Sample, cls: str, origin: float) -> dict[str, Any]:
+    return {
+        "t": round(sample.sent - origin, 3),
+        "class": cls,
+        "outcome": sample.outcome,
+        "status": sample.status,
+        "latency_ms": round(sample.latency_s * 1000, 1),
+        "missing": list(sample.missing),
+        "detail": sample.detail[:200],
+    }
 
 
 def _named(sample: Sample, known: set[str]) -> bool:

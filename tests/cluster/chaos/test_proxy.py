@@ -188,3 +188,16 @@ async def test_the_proxy_only_forwards_to_loopback() -> None:
         await serve_proxy(0, ("10.0.0.1", 80))
     with pytest.raises(ValueError, match="positive"):
         Proxy(1, ("127.0.0.1", 2), ProxyConfig()).delay(0)
+
+
+async def test_heal_sends_what_a_delay_holds_back_at_once() -> None:
+    async with echo_and_proxy() as (echo, proxy):
+        stream = await connect(proxy)
+        proxy.delay(600.0)  # far longer than the test may take
+        await stream.send_all(b"held")
+        await trio.sleep(0.2)
+        assert bytes(echo.received) == b""  # still held back
+        proxy.heal()
+        assert await read_exactly(stream, 4) == b"held"  # read_exactly allows 10 s
+        assert bytes(echo.received) == b"held"
+        await stream.aclose()

@@ -118,8 +118,14 @@ def test_availability_below_99_5_percent_fails() -> None:
     _, failures = run(samples)
     assert failures == []
     samples[1] = unavailable(0.04, 0.05)  # 2 of 201: 99.0 %
-    _, failures = run(samples)
+    result, failures = run(samples)
     assert len(failures) == 1 and "availability" in failures[0]
+    listed = result["failedRequests"]
+    assert [(f["t"], f["class"], f["outcome"]) for f in listed] == [
+        (0.0, BUDGET, TIMEOUT),
+        (0.04, BUDGET, UNAVAILABLE),
+    ]
+    assert listed[1]["missing"] == ["node1"]
 
 
 def test_one_invalid_or_unchecked_signature_fails() -> None:
