@@ -18,14 +18,16 @@ started while fewer than ``n - t`` nodes are down, so at most ``n - t`` are ever
 at a time. With ``overload``, every ``overload_every_s`` the planner lets the cluster
 drain (no new faults) until every node is up and then takes ``n - t + 1`` nodes out
 at once for ``overload_hold_s`` (stop, partition or a long delay: faults that lift at
-once, so "enough nodes back" is a sharp instant). A coordinator restart happens only
-while every node is up (when its turn comes, the planner drains the cluster first,
-as for an overload episode), and nothing new starts until the coordinator is back.
+once, so "enough nodes back" is a sharp instant). The coordinator is restarted at
+``coordinator_first_s`` and then ``coordinator_every_s`` after it was last back, each
+time from a whole cluster (the planner drains first, as for an overload episode);
+nothing new starts until it is back.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -83,7 +85,6 @@ DEFAULT_WEIGHTS: Mapping[FaultKind, int] = {
     FaultKind.PARTITION: 3,
     FaultKind.DELAY: 3,
     FaultKind.RESTART: 2,
-    FaultKind.COORDINATOR_RESTART: 1,
 }
 
 
@@ -95,8 +96,8 @@ class ScheduleConfig:
     gap_s: tuple[float, float] = (0.4, 1.5)  # between two fault starts
     hold_s: tuple[float, float] = (1.0, 3.5)  # how long a node fault lasts
     coordinator_hold_s: tuple[float, float] = (0.2, 1.0)
-    coordinator_first_s: float = 5.0  # the first coordinator restart, at the earliest
-    coordinator_min_gap_s: float = 12.0  # between two coordinator restarts
+    coordinator_first_s: float | None = 5.0  # first coordinator restart (None: never)
+    coordinator_every_s: float = 20.0  # from the coordinator back to its next restart
     delays_s: tuple[float, ...] = (0.02, 0.1, 0.3, 3.0)
     node_deadline_s: float = 2.0  # a node slower than this per round trip is down
     settle_s: float = 0.5  # /healthz must be this much younger than the lift
@@ -116,6 +117,8 @@ class ScheduleConfig:
             raise ValueError("node_deadline_s must be positive and settle_s >= 0")
         if any(w < 0 for w in self.weights.values()) or not any(self.weights.values()):
             raise ValueError("weights must be >= 0 and not all zero")
+        if FaultKind.COORDINATOR_RESTART in self.weights:
+            raise ValueError("coordinator restarts are timed by coordinator_first/every_s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,9 +187,8 @@ class Planner:
         self._coordinator_phase = Phase.UP
         self._next_fault = start + self.config.first_fault_s
         self._next_overload = start + self.config.overload_first_s
-        self._last_coordinator = (
-            start + self.config.coordinator_first_s - self.config.coordinator_min_gap_s
-        )
+        first = self.config.coordinator_first_s
+        self._next_coordinator = math.inf if first is None else start + first
         self._bag: list[FaultKind] = []
         self.events: list[Event] = []
         self.timeline: list[Snapshot] = []
@@ -275,13 +277,7 @@ class Planner:
         return Fault(kind, node, now, hold, overload=overload)
 
     def _place(self, kind: FaultKind, now: float) -> Fault | None:
-        """A fault of ``kind`` that may start now under the budget, or None."""
-        if kind is FaultKind.COORDINATOR_RESTART:
-            too_soon = now - self._last_coordinator < self.config.coordinator_min_gap_s
-            if too_soon or not self.all_up():
-                return None
-            hold = self._uniform(self.config.coordinator_hold_s)
-            return Fault(kind, None, now, hold, hard=self.rng.random() < 0.5)
+        """A node fault of ``kind`` that may start now under the budget, or None."""
         candidates = [n for n in self.names if self._nodes[n].phase is Phase.UP]
         if not candidates:
             return None
@@ -295,7 +291,7 @@ class Planner:
         if fault.node is None:
             self._coordinator = fault
             self._coordinator_phase = Phase.FAULTED
-            self._last_coordinator = now
+            self._next_coordinator = math.inf  # set again when it is back
         else:
             self._nodes[fault.node] = _Node(Phase.FAULTED, fault)
         self._event(now, fault, "start", fault.describe())
@@ -304,6 +300,16 @@ class Planner:
         """The faults to start now (already booked as started)."""
         if self.coordinator_down:
             return []
+        if now >= self._next_coordinator:
+            if not self.all_up():
+                return []  # drain: a coordinator restart starts from a whole cluster
+            hold = self._uniform(self.config.coordinator_hold_s)
+            restart = Fault(
+                FaultKind.COORDINATOR_RESTART, None, now, hold, hard=self.rng.random() < 0.5
+            )
+            self._begin(restart, now)
+            self._snapshot(now)
+            return [restart]
         if self.overload and now >= self._next_overload:
             if not self.all_up():
                 return []  # drain: the episode starts from a whole cluster
@@ -324,15 +330,7 @@ class Planner:
             return faults
         if now < self._next_fault:
             return []
-        order = self._draw_order()
-        if order[0] is FaultKind.COORDINATOR_RESTART:
-            if now - self._last_coordinator < self.config.coordinator_min_gap_s:
-                # too soon: its turn comes again after a few other faults
-                self._bag.insert(min(3, len(self._bag) - 1), self._bag.pop(0))
-                order = self._bag[:]
-            elif not self.all_up():
-                return []  # drain: a coordinator restart waits for a whole cluster
-        for kind in order:
+        for kind in self._draw_order():
             fault = self._place(kind, now)
             if fault is not None:
                 self._bag.remove(kind)
@@ -384,6 +382,7 @@ class Planner:
         self._event(now, self._coordinator, "up")
         self._coordinator_phase = Phase.UP
         self._coordinator = None
+        self._next_coordinator = now + self.config.coordinator_every_s
         self._snapshot(now)
 
     def lift_all(self, now: float) -> list[Fault]:

@@ -5,7 +5,6 @@ whole cluster; every kind comes up; the same seed plans the same run."""
 
 from __future__ import annotations
 
-import itertools
 import random
 
 import pytest
@@ -104,8 +103,15 @@ def test_coordinator_restarts_are_spaced() -> None:
         for e in planner.events
         if e.kind is FaultKind.COORDINATOR_RESTART and e.action == "start"
     ]
-    gaps = [b - a for a, b in itertools.pairwise(coord)]
-    assert all(g >= planner.config.coordinator_min_gap_s for g in gaps)
+    back = [
+        e.time
+        for e in planner.events
+        if e.kind is FaultKind.COORDINATOR_RESTART and e.action == "up"
+    ]
+    assert len(coord) >= 2
+    assert coord[0] >= planner.start + (planner.config.coordinator_first_s or 0)
+    gaps = [start - up for up, start in zip(back, coord[1:], strict=False)]
+    assert all(g >= planner.config.coordinator_every_s for g in gaps)
 
 
 def test_the_same_seed_plans_the_same_run_and_another_seed_does_not() -> None:
@@ -131,7 +137,9 @@ def test_no_budget_means_only_harmless_delays_and_coordinator_restarts() -> None
 
 
 def test_a_slow_delay_counts_as_down_and_a_fast_one_does_not() -> None:
-    cfg = ScheduleConfig(weights={FaultKind.DELAY: 1}, delays_s=(0.05, 5.0))
+    cfg = ScheduleConfig(
+        weights={FaultKind.DELAY: 1}, delays_s=(0.05, 5.0), coordinator_first_s=None
+    )
     planner = Planner(NAMES, 3, seed=5, config=cfg)
     simulate(planner, 30.0, 5)
     for ev in planner.events:
@@ -167,6 +175,7 @@ def test_lift_all_ends_every_fault_and_nothing_is_left_faulted() -> None:
         {"delays_s": (0.0,)},
         {"node_deadline_s": 0.0},
         {"weights": {FaultKind.KILL: 0}},
+        {"weights": {FaultKind.KILL: 1, FaultKind.COORDINATOR_RESTART: 1}},
     ],
 )
 def test_config_refuses_nonsense(kwargs: dict[str, object]) -> None:
