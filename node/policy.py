@@ -314,3 +314,9 @@ def _reserve(needed: int, block: int, limit: int | None, current: int) -> int:
     if limit is not None:
         target = min(target, limit)
     return max(current, needed, target)
+
+
+def policy_path(config_policy: Path | None, data_dir: Path) -> Path:
+    """The policy file a node reads: its config's ``policy``, else ``<data_dir>/policy.toml``
+    (for ``tkms node init`` layouts, beside the config)."""
+    return config_policy if config_policy is not None else data_dir / POLICY_FILE

@@ -10,7 +10,8 @@ the node (``node/handlers/signing.py``, ``node/handlers/audit.py``) and the coor
   cerberus SignG1) with its DLEQ proof (``protocol.aggregation.sign_partial``).
 * ``sign.batch`` ``{key_id, epoch, client, msg_hashes (1..256)}`` -> ``{index, items}``,
   one item per hash in request order: ``{sigma, proof}`` or ``{error: {code, message}}``.
-* ``keys.destroy`` ``{key_id, epoch}`` -> ``{key_id, status}``: crypto-shred the share.
+* ``keys.destroy`` ``{key_id, epoch[, client]}`` -> ``{key_id, status}``: crypto-shred the
+  share (idempotent: a destroyed key answers ``destroyed``).
 * ``audit.checkpoint`` ``{}`` -> the node's signed audit checkpoint ``{log, seq, head, sig}``.
 * ``audit.anchor`` ``{node, checkpoint}`` -> ``{stored}``: a peer's checkpoint relayed by
   the coordinator; the node checks it against the manifest's Ed25519 key of ``node``.
@@ -63,6 +64,7 @@ class Refusal(enum.IntEnum):
     BAD_INPUT = 106
     NOT_ALLOWED = 107  # the node's policy forbids the operation (e.g. destroy)
     BAD_CHECKPOINT = 108
+    USAGE_UNAVAILABLE = 109  # the usage counters cannot be read or persisted
 
     @property
     def label(self) -> str:
@@ -106,7 +108,7 @@ SIGN_BATCH = define(
 
 KEYS_DESTROY = define(
     "keys.destroy",
-    params=Struct({"key_id": KEY_ID, "epoch": EPOCH}),
+    params=Struct({"key_id": KEY_ID, "epoch": EPOCH}, optional={"client": CLIENT_ID}),
     result=Struct({"key_id": KEY_ID, "status": KEY_STATUS}),
 )
 
