@@ -143,7 +143,7 @@ class NodeStatistics:
     up: bool
     sessions: int  # sessions that reached "up"
     failures: int  # dials or sessions that ended in an error
-    last_error: str | None
+    last_error: str | None  # the most recent failure (kept after a later success)
 
 
 class _Slot:
@@ -176,10 +176,10 @@ class _Session:
         """The one task that writes: everything queued since its last send goes out in
         one ``send_all``; a failure ends the session."""
         while True:
+            await self.wake_writer.wait()
+            self.wake_writer = trio.Event()
             data = self.conn.data_to_send()
             if not data:
-                await self.wake_writer.wait()
-                self.wake_writer = trio.Event()
                 continue
             try:
                 with trio.fail_after(self.node.config.send_timeout_s):
@@ -405,7 +405,6 @@ class SessionManager:
                 if reason is None:
                     came_up = True
                     node.sessions += 1
-                    node.last_error = None
                     node.set_session(session)
                     log.info(
                         "session up with %s (%s:%d)", endpoint.name, endpoint.host, endpoint.port

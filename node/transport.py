@@ -25,6 +25,7 @@ the peer's address, its public key and the reason, never key material or payload
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -180,6 +181,7 @@ class _ServerSession:
             limits=listener.config.limits,
         )
         self.wake_writer = trio.Event()
+        self.sending = False
         self.close_reason: str | None = None
         self.nursery: trio.Nursery | None = None
 
@@ -190,6 +192,7 @@ class _ServerSession:
             reason = await self._read_loop(nursery)
             self.close_reason = self.close_reason or reason
             nursery.cancel_scope.cancel()
+        await self._last_words()
         if self.close_reason is None:
             log.info("connection from %s closed by the peer", self.peer)
         else:
@@ -201,21 +204,33 @@ class _ServerSession:
 
     async def _writer(self) -> None:
         """The one task that writes: everything queued since its last send goes out in
-        one ``send_all`` (responses finishing together share a syscall)."""
+        one ``send_all`` (our hello and message 2 share one; so do responses finishing
+        together)."""
         while True:
+            await self.wake_writer.wait()
+            self.wake_writer = trio.Event()
             data = self.conn.data_to_send()
             if not data:
-                await self.wake_writer.wait()
-                self.wake_writer = trio.Event()
                 continue
             try:
+                self.sending = True
                 with trio.fail_after(self.config.send_timeout_s):
                     await self.stream.send_all(data)
+                self.sending = False
             except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self.close_reason = self.close_reason or f"send failed: {exc or type(exc).__name__}"
                 if self.nursery is not None:
                     self.nursery.cancel_scope.cancel()
                 return
+
+    async def _last_words(self) -> None:
+        """Best effort: send what is still queued (e.g. our hello, which tells a peer of
+        another version why it is refused), unless a send was cut off halfway."""
+        data = self.conn.data_to_send()
+        if data and not self.sending:
+            with trio.move_on_after(min(1.0, self.config.send_timeout_s)):
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self.stream.send_all(data)
 
     async def _read_loop(self, nursery: trio.Nursery) -> str | None:
         """Returns the reason the connection must close (None: the peer closed it)."""

@@ -131,11 +131,16 @@ def node_dir(tmp_path_factory: pytest.TempPathFactory) -> NodeDir:
     manifest = Manifest(
         cluster_id=os.urandom(16),
         nodes=(
-            NodeEntry(1, "node1", f"127.0.0.1:{port}", bytes.fromhex(info["noisePublicKey"]),
-                      bytes.fromhex(info["ed25519PublicKey"])),
+            NodeEntry(
+                1,
+                "node1",
+                f"127.0.0.1:{port}",
+                bytes.fromhex(info["noisePublicKey"]),
+                bytes.fromhex(info["ed25519PublicKey"]),
+            ),
             NodeEntry(2, "node2", "127.0.0.1:9", others[0], others[1]),
             NodeEntry(3, "node3", "127.0.0.1:10", others[2], others[3]),
-        ),  # fmt: skip
+        ),
         coordinators=(CoordinatorEntry("coordinator", coordinator.public),),
     )
     manifest_path.write_text(manifest.to_toml())
