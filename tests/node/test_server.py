@@ -272,6 +272,18 @@ async def test_node_refuses_a_coordinator_key_it_does_not_pin(
     assert f"peer static key {stranger.public.hex()} is not allowed" in log.read_text()
 
 
+def test_a_second_process_on_the_same_data_dir_is_refused(
+    node_dir: NodeDir, running: tuple[subprocess.Popen[bytes], Path]
+) -> None:
+    proc, _log = running
+    audit = (node_dir.data / "audit.log").read_bytes()
+    r = _cli("node", "run", "--config", str(node_dir.data / "node.toml"))
+    assert r.returncode == 2
+    assert f"another node process (pid {proc.pid}) is running on data dir" in r.stderr
+    assert (node_dir.data / "audit.log").read_bytes() == audit  # its chain stays intact
+    assert proc.poll() is None
+
+
 @pytest.mark.parametrize(
     "case",
     ["no node in manifest", "identity not the manifest's", "wrong PIN", "module missing",
