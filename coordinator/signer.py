@@ -223,20 +223,20 @@ class SigningService(CoordinatorService):
         """Call every node at once and hand each answer, in arrival order, to
         ``on_answer`` until it returns True (done or hopeless), every node answered or
         ``timeout`` passed; the calls still running are cancelled. Returns the nodes
-        that gave no answer."""
+        that gave no answer before the deadline (none if ``on_answer`` stopped it)."""
         send, receive = trio.open_memory_channel[Answer](max(1, len(names)))
         waiting = set(names)
         async with trio.open_nursery() as nursery:
             for name in names:
                 nursery.start_soon(self._call, name, method, params, timeout, send)
-            with trio.move_on_after(timeout):
+            with trio.move_on_after(timeout) as deadline:
                 while waiting:
                     name, result, error = await receive.receive()
                     waiting.discard(name)
                     if await on_answer(name, result, error):
                         break
             nursery.cancel_scope.cancel()
-        return waiting
+        return waiting if deadline.cancelled_caught else set()
 
     def _node_error(self, name: str, error: BaseException, tally: _Tally) -> None:
         """Tally a failed call; errors that are not the nodes' policy count as failures."""

@@ -323,7 +323,7 @@ def test_fewer_than_t_fail_fast_or_at_the_deadline_naming_the_missing() -> None:
         start = trio.current_time()
         with pytest.raises(NotEnoughSigners) as exc:
             await s.service.sign("k1", MSG, client=CLIENT)
-        assert 2.0 <= trio.current_time() - start < 2.1  # the sign deadline
+        assert trio.current_time() - start == pytest.approx(2.0)  # the sign deadline
         assert exc.value.missing == ("node1", "node2", "node3")
 
     run(body, mock_clock=True)
@@ -361,9 +361,7 @@ def test_batch_blames_a_bad_node_and_reports_per_item_errors(tmp_path: Path) -> 
             assert r.sigma == py_ecc_mul(hash_to_g1(m), SECRET)
         assert s.service.partial_failures["node1"] == 1
         await trio.sleep(COOLDOWN + 0.1)
-        for name in ("node4", "node5"):
-            s.nodes[name].mode = "down"
-        for name in ("node2", "node3"):
+        for name in ("node2", "node3", "node4", "node5"):
             s.nodes[name].grant = 5  # the usage limit stops them after 5 items
         s.nodes["node1"].share = s.shares[1]  # repaired
         results = await s.service.sign_batch("k1", msgs, client=CLIENT)
