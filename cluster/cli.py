@@ -18,6 +18,7 @@ from protocol.errors import TkmsError
 # Modules that contribute subcommands (each has ``register(subparsers)``).
 COMMAND_MODULES: tuple[str, ...] = (
     "cluster.bench",
+    "cluster.cluster_cmd",
     "cluster.demo",
 )
 
