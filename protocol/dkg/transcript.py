@@ -375,8 +375,11 @@ def verify_transcript(transcript_bytes: bytes, manifest: Manifest) -> Transcript
     b = transcript.body
     key_id = b.proposal.key_id
     try:
-        _verify_body(b, manifest)
+        _require(proposal_problem(b.proposal, manifest))
+        # the commit first: it is cheap, and any changed byte of the body changes the
+        # hash it signs, so tampering is found before the pairing checks run
         _require(commit_problem(transcript.commit, b, manifest))
+        _verify_body(b, manifest)
         pubkey = g1_from_bytes(b.outcome.pubkey_g1, field="outcome.pubkey_g1")
     except (_Invalid, TkmsError, KeyError) as exc:
         return TranscriptCheck(False, key_id, (), None, str(exc) or type(exc).__name__)
