@@ -17,6 +17,7 @@ from protocol.errors import TkmsError
 
 # Modules that contribute subcommands (each has ``register(subparsers)``).
 COMMAND_MODULES: tuple[str, ...] = (
+    "cluster.audit_cmd",
     "cluster.bench",
     "cluster.cluster_cmd",
     "cluster.demo",
