@@ -19,8 +19,8 @@ whose transcript signature verifies over the hash of the body the driver relayed
 plus the outcome they claim. If holders disagree on the outcome, the driver computes
 it from the public data (the pairing checks are paid only in that case) and keeps
 the holders that got it right. It commits when at least ``min_holders`` remain:
-``Committed`` plus the ``CommitCertificate`` delivered to every participant (nodes
-not listed in it destroy their pending share).
+``Committed``, the ``CommitCertificate`` delivered to the holders, and an ``Abort``
+to every other participant (which destroys its pending share, if it has one).
 
 ``_route`` is the one place a relayed message leaves the driver; tests override it
 to play a malicious coordinator. Out-of-phase input raises ``DkgStateError``, invalid
@@ -208,6 +208,8 @@ class Driver:
     def receive(self, sender: int, data: bytes, *, now: float) -> list[DriverOutput]:
         """A message from node ``sender`` (the authenticated peer).
 
+        An exact copy of a message already recorded is ignored in any phase.
+
         Raises:
             DecodeError: malformed bytes.
             DkgStateError: not the message this phase collects.
@@ -218,6 +220,8 @@ class Driver:
         if message.sender != sender:
             raise NodeMessageRejected(sender, f"message claims to be from node {message.sender}")
         kind = message.KIND
+        if self._already_have(message):
+            return []  # a retransmission: harmless in any phase
         if _COLLECTS.get(self._phase) != kind:
             raise DkgStateError(self._phase.value, kind, Culprit.nodes(sender))
         if sender not in self._expected():
@@ -248,6 +252,18 @@ class Driver:
         return self._step(DEADLINE, on_deadline)
 
     # ------------------------------------------------------------------ machinery
+
+    def _already_have(self, m: NodeMessage) -> bool:
+        one: dict[type, dict[int, NodeMessage]] = {
+            Open: self._opens,  # type: ignore[dict-item]
+            Echo: self._echoes,  # type: ignore[dict-item]
+            Complaints: self._complaints,  # type: ignore[dict-item]
+            TranscriptSignature: self._votes,  # type: ignore[dict-item]
+        }
+        if type(m) in one:
+            return one[type(m)].get(m.sender) == m
+        two = self._bundles if isinstance(m, DealBundle) else self._justifications
+        return m.digest() in two.get(m.sender, {})
 
     def _step(self, trigger: str, fn: Callable[[], list[DriverOutput]]) -> list[DriverOutput]:
         before = self._phase
@@ -534,5 +550,7 @@ class Driver:
             transcript=Transcript(body=body, commit=cert).encode(),
         )
         self._phase = DriverPhase.COMMITTED
-        out = self._broadcast(cert, to=p.participants)
+        out = self._broadcast(cert, to=cert.holders)
+        others = [j for j in p.participants if j not in cert.holders]
+        out += self._broadcast(Abort(reason="this node is not a holder of the key"), to=others)
         return [*out, Committed(self._result)]

@@ -51,7 +51,8 @@ from protocol.dkg import (
     verify_transcript,
 )
 from protocol.dkg.messages import Complaints, DealBundle, Justification, NodeMessage
-from protocol.dkg.relayed import Relayed
+from protocol.dkg.relayed import Abort, CommitCertificate, Relayed
+from protocol.dkg.transcript import ceremony_id
 from protocol.manifest import Manifest, NodeEntry
 from protocol.rng import seeded_rng
 from protocol.threshold import Polynomial, interpolate_at_zero
@@ -235,6 +236,8 @@ def run_ceremony(
 
     def to_driver(j: int, message: NodeMessage) -> None:
         nodes[j].sent.append(message)
+        if driver.phase.value in ("committed", "aborted"):
+            return  # the coordinator shell has no ceremony left to feed
         for m in to_relay(j, message) if to_relay else [message]:
             try:
                 queue.extend(driver.receive(j, m.encode(), now=now))
@@ -247,6 +250,8 @@ def run_ceremony(
         p = node.participant
         if d.to in silent and _phase_order(p.phase) >= _phase_order(silent[d.to]):
             return
+        if p.phase in (Phase.DONE, Phase.ABORTED) and isinstance(d.message, Abort | CommitCertificate):
+            return  # the node shell has no ceremony left to end
         data = d.message.encode()
         if capture == d.to:
             run.snapshots.setdefault(p.phase, (_clone(p), data))
@@ -285,6 +290,30 @@ def run_ceremony(
         now = driver.deadline
         queue.extend(driver.tick(now=now))
     raise AssertionError("the ceremony did not end")
+
+
+def predict_ceremony_id(n: int = 4, t: int = 3, *, min_holders: int | None = None, seed: bytes = b"run") -> bytes:
+    """The ceremony id ``run_ceremony`` with these arguments will produce (its nodes'
+    nonces come from seeded generators), computed from the opens alone."""
+    manifest, keys = make_manifest(n)
+    config = DriverConfig(
+        manifest=manifest,
+        key_id=KEY_ID,
+        threshold=t,
+        participants=tuple(range(1, n + 1)),
+        min_holders=min_holders,
+    )
+    proposal = config.proposal()
+    opens = []
+    for j in range(1, n + 1):
+        p = Participant(
+            ParticipantConfig(index=j, signing_key=keys[j], manifest=manifest),
+            rng=seeded_rng(seed + bytes([j])),
+        )
+        result = p.start(proposal, now=0.0)
+        assert isinstance(result, Send)
+        opens.append(result.message)
+    return ceremony_id(proposal, opens)  # type: ignore[arg-type]
 
 
 _ORDER = list(Phase)
