@@ -188,9 +188,9 @@ def check_bundle(
     return VerifiedBundle(bundle, commitments, commitment_g2)
 
 
-def _pairing_consistent(bundles: Sequence[VerifiedBundle]) -> bool:
-    """e(C_0, G2) = e(G1, D) for one bundle."""
-    (vb,) = bundles
+def g1_g2_consistent(vb: VerifiedBundle) -> bool:
+    """e(C_0, G2) = e(G1, D) for one bundle (key import checks its single dealer
+    with this; ``check_bundles`` batches it)."""
     return pairing_check([(vb.commitments[0], G2_GENERATOR), (-G1_GENERATOR, vb.commitment_g2)])
 
 
@@ -235,7 +235,7 @@ def check_bundles(
                 checked.append(result)
     if checked and not _batch_consistent(checked, weight_seed):
         for vb in list(checked):
-            if not _pairing_consistent([vb]):
+            if not g1_g2_consistent(vb):
                 excluded[vb.dealer] = Exclusion.G1_G2_MISMATCH
                 checked.remove(vb)
     return BundleVerdict(
