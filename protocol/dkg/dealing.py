@@ -24,8 +24,17 @@ import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from protocol.bn254 import G1, G1_GENERATOR, G2, G2_GENERATOR, G2_INFINITY, R, g1_msm
-from protocol.bn254 import g2_mul_generator, pairing_check
+from protocol.bn254 import (
+    G1,
+    G1_GENERATOR,
+    G2,
+    G2_GENERATOR,
+    G2_INFINITY,
+    R,
+    g1_msm,
+    g2_mul_generator,
+    pairing_check,
+)
 from protocol.canonical import encode_canonical
 from protocol.dkg.crypto import (
     ShareDecryptionError,

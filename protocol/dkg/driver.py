@@ -35,8 +35,13 @@ from typing import TypeVar
 
 from protocol.dkg.crypto import tagged_hash
 from protocol.dkg.dealing import check_bundles
-from protocol.dkg.errors import Culprit, DkgConfigError, DkgInternalError, DkgStateError
-from protocol.dkg.errors import NodeMessageRejected
+from protocol.dkg.errors import (
+    Culprit,
+    DkgConfigError,
+    DkgInternalError,
+    DkgStateError,
+    NodeMessageRejected,
+)
 from protocol.dkg.messages import (
     Complaints,
     DealBundle,
@@ -301,15 +306,18 @@ class Driver:
         return set(self._live)
 
     def _answered(self) -> set[int]:
-        collected: dict[DriverPhase, object] = {
-            DriverPhase.OPEN: self._opens,
-            DriverPhase.DEAL: self._bundles,
-            DriverPhase.ECHO: self._echoes,
-            DriverPhase.COMPLAIN: self._complaints,
-            DriverPhase.JUSTIFY: self._justifications,
-            DriverPhase.SIGN: self._votes,
-        }
-        return set(collected.get(self._phase, {}))  # type: ignore[call-overload]
+        phase = self._phase
+        if phase is DriverPhase.OPEN:
+            return set(self._opens)
+        if phase is DriverPhase.DEAL:
+            return set(self._bundles)
+        if phase is DriverPhase.ECHO:
+            return set(self._echoes)
+        if phase is DriverPhase.COMPLAIN:
+            return set(self._complaints)
+        if phase is DriverPhase.JUSTIFY:
+            return set(self._justifications)
+        return set(self._votes)
 
     def _drop(self, node: int, reason: str) -> list[DriverOutput]:
         if node not in self._live:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, ClassVar, Self
 
 from nacl.signing import SigningKey
@@ -230,7 +231,7 @@ class Echo(SignedMessage):
     def from_wire(cls, value: Any, field: str) -> Self:
         m = c.as_map(value, field, cls.KIND, cls.KEYS)
         bundles = c.as_items(m["bundles"], f"{field}.bundles", 2 * c.MAX_PARTICIPANTS, _hash_pair)
-        if any(a >= b for a, b in zip(bundles, bundles[1:], strict=False)):
+        if any(a >= b for a, b in pairwise(bundles)):
             raise DecodeError(f"{field}.bundles", "must be strictly increasing")
         return cls(
             ceremony=c.as_bytes(m["ceremony"], f"{field}.ceremony", c.HASH_LEN),
@@ -388,7 +389,9 @@ class TranscriptSignature(SignedMessage):
         )
 
 
-def transcript_signature_fields(ceremony: bytes, sender: int, transcript_hash: bytes) -> dict[str, Any]:
+def transcript_signature_fields(
+    ceremony: bytes, sender: int, transcript_hash: bytes
+) -> dict[str, Any]:
     """The fields a holder signs under ``dkg-transcript`` (also checked in commits)."""
     return {"ceremony": ceremony, "sender": sender, "transcript_hash": transcript_hash}
 

@@ -104,7 +104,9 @@ def judge_justifications(
     return Judgement(failed=frozenset(failed), revealed=revealed)
 
 
-def qualified(verdict: BundleVerdict, tally: ComplaintTally, judgement: Judgement) -> tuple[int, ...]:
+def qualified(
+    verdict: BundleVerdict, tally: ComplaintTally, judgement: Judgement
+) -> tuple[int, ...]:
     """QUAL: candidates that were neither disqualified nor failed to justify."""
     out = set(verdict.candidates) - tally.disqualified - judgement.failed
     return tuple(sorted(out))

@@ -43,8 +43,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from nacl.signing import SigningKey
 
@@ -70,8 +70,13 @@ from protocol.dkg.messages import (
     SignedMessage,
     TranscriptSignature,
 )
-from protocol.dkg.outcome import ComplaintTally, Judgement, compute_outcome, judge_justifications
-from protocol.dkg.outcome import tally_complaints
+from protocol.dkg.outcome import (
+    ComplaintTally,
+    Judgement,
+    compute_outcome,
+    judge_justifications,
+    tally_complaints,
+)
 from protocol.dkg.phases import DEADLINE, LOCAL_ABORT, TRANSITIONS, Phase
 from protocol.dkg.relayed import (
     Abort,
@@ -176,6 +181,7 @@ Handler = Callable[[ParticipantState], Transition]
 
 
 T = TypeVar("T")
+S = TypeVar("S", bound=SignedMessage)
 
 
 def _req(value: T | None, what: str) -> T:
@@ -255,7 +261,9 @@ class Participant:
         def on_deadline(s: ParticipantState) -> Transition:
             if s.deadline is None or now < s.deadline:
                 return s, NeedMore(s.phase)
-            return self._aborted(s, f"nothing relayed before the {s.phase} deadline", Culprit.relay())
+            return self._aborted(
+                s, f"nothing relayed before the {s.phase} deadline", Culprit.relay()
+            )
 
         return self._step(DEADLINE, on_deadline, Culprit(CulpritKind.LOCAL))
 
@@ -328,14 +336,16 @@ class Participant:
                 raise RelayFault(problem)
 
     @staticmethod
-    def _one_per_sender(messages: tuple[SignedMessage, ...]) -> tuple[SignedMessage, ...]:
+    def _one_per_sender(messages: tuple[S, ...]) -> tuple[S, ...]:
         try:
             return one_per_sender(messages)
         except ValueError as exc:
             raise RelayFault(str(exc)) from None
 
     @staticmethod
-    def _require_own(own: SignedMessage | None, messages: tuple[SignedMessage, ...], what: str) -> None:
+    def _require_own(
+        own: SignedMessage | None, messages: tuple[SignedMessage, ...], what: str
+    ) -> None:
         if own is not None and own not in messages:
             raise RelayFault(f"this node's own {what} is missing from the set or was altered")
 
@@ -412,17 +422,17 @@ class Participant:
         bad_keys = [o.sender for o in opens if not x25519_public_ok(o.enc_key)]
         if bad_keys:
             return self._aborted(s, "small-order encryption keys", Culprit.nodes(*bad_keys))
-        ceremony = ceremony_id(p, opens)  # type: ignore[arg-type]
+        ceremony = ceremony_id(p, opens)
         if ceremony in self._config.used_ceremony_ids:
             return self._aborted(s, "the ceremony id was already used", Culprit.relay())
         polynomial = random_polynomial(p.threshold - 1, self._rng)
-        keys = {o.sender: o.enc_key for o in opens}  # type: ignore[attr-defined]
+        keys = {o.sender: o.enc_key for o in opens}
         bundle = self._make_bundle(ceremony=ceremony, polynomial=polynomial, recipient_keys=keys)
         new = dataclasses.replace(
             s,
             phase=Phase.DEAL,
             deadline=self._deadline(now),
-            opens=opens,  # type: ignore[arg-type]
+            opens=opens,
             ceremony=ceremony,
             polynomial=polynomial,
             own_bundle=bundle,
@@ -472,7 +482,7 @@ class Participant:
         p = _req(s.proposal, "proposal")
         own = _req(s.own_echo, "own echo")
         self._check_all(s, m.echoes)
-        echoes: tuple[Echo, ...] = self._one_per_sender(m.echoes)  # type: ignore[assignment]
+        echoes = self._one_per_sender(m.echoes)
         self._require_own(own, echoes, "echo")
         differing = [e.sender for e in echoes if e.bundles != own.bundles]
         if differing:
@@ -494,9 +504,8 @@ class Participant:
 
     def _on_complaint_set(self, s: ParticipantState, m: ComplaintSet, now: float) -> Transition:
         p = _req(s.proposal, "proposal")
-        verdict = _req(s.verdict, "verdict")
         self._check_all(s, m.complaints)
-        complaints: tuple[Complaints, ...] = self._one_per_sender(m.complaints)  # type: ignore[assignment]
+        complaints = self._one_per_sender(m.complaints)
         self._require_own(s.own_complaints, complaints, "complaints")
         tally = tally_complaints(complaints, {b.sender for b in s.bundles}, p.threshold)
         s = dataclasses.replace(s, complaints=complaints, tally=tally)
@@ -539,7 +548,9 @@ class Participant:
             if value is None:
                 value = judgement.revealed.get(dealer, {}).get(self.index)
             if value is None:
-                return self._aborted(s, f"no valid share from dealer {dealer}", Culprit.dealers(dealer))
+                return self._aborted(
+                    s, f"no valid share from dealer {dealer}", Culprit.dealers(dealer)
+                )
             share = (share + value) % R
         public = {j: g1_from_bytes(raw, field="public_share") for j, raw in outcome.public_shares}
         if g1_mul_generator(share) != public[self.index]:

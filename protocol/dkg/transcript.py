@@ -350,9 +350,7 @@ def _verify_body(b: TranscriptBody, manifest: Manifest) -> None:
         if e.bundles != expected_echo:
             raise _Invalid(f"the echo of node {e.sender} does not name exactly the bundles")
     seed = tagged_hash("dkg-verify-weights", [m.to_wire() for m in b.bundles])
-    verdict = check_bundles(
-        b.bundles, threshold=p.threshold, participants=parts, weight_seed=seed
-    )
+    verdict = check_bundles(b.bundles, threshold=p.threshold, participants=parts, weight_seed=seed)
     tally = tally_complaints(b.complaints, {m.sender for m in b.bundles}, p.threshold)
     judgement = judge_justifications(b.justifications, tally, verdict.candidates)
     outcome = compute_outcome(parts, verdict, tally, judgement)

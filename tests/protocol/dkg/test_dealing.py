@@ -13,9 +13,9 @@ from protocol.dkg.dealing import (
     Exclusion,
     VerifiedBundle,
     check_bundle,
-    g1_g2_consistent,
     check_dealt_public_key,
     deal_known_secret,
+    g1_g2_consistent,
     open_share,
 )
 from protocol.encoding import g1_to_bytes
@@ -74,7 +74,9 @@ def test_each_public_fault_has_its_exclusion_code() -> None:
         Exclusion.PROOF: dataclasses.replace(b, proof=b.proof[:-1]),
     }
     cases_off = dataclasses.replace(b, commitments=(*b.commitments[:2], off_curve))
-    assert check_bundle(cases_off, threshold=3, participants=PARTICIPANTS) is Exclusion.INVALID_POINT
+    assert (
+        check_bundle(cases_off, threshold=3, participants=PARTICIPANTS) is Exclusion.INVALID_POINT
+    )
     for code, bundle in cases.items():
         assert check_bundle(bundle, threshold=3, participants=PARTICIPANTS) is code
     swapped = dataclasses.replace(b, sender=8)  # the proof is bound to dealer 9

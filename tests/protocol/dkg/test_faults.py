@@ -103,7 +103,9 @@ def test_bad_share_to_t_or_more_holders() -> None:
 
 
 def test_wrong_number_of_commitments() -> None:
-    behaviour = Behaviour(bundle=lambda b, f, k: dataclasses.replace(b, commitments=b.commitments[:-1]))
+    behaviour = Behaviour(
+        bundle=lambda b, f, k: dataclasses.replace(b, commitments=b.commitments[:-1])
+    )
     run = run_ceremony(behaviours={2: behaviour})
     assert_consistent(run, qual={1, 3, 4})
     assert excluded(run) == {2: "commitment-count"}
@@ -192,7 +194,9 @@ def test_duplicate_dealer() -> None:
     assert_consistent(run, qual=ALL, holders=ALL)
     manifest, _ = make_manifest(4)
     with pytest.raises(DkgConfigError, match="participants"):
-        DriverConfig(manifest=manifest, key_id="k", threshold=2, participants=(1, 2, 2, 3)).proposal()
+        DriverConfig(
+            manifest=manifest, key_id="k", threshold=2, participants=(1, 2, 2, 3)
+        ).proposal()
     wire = Proposal(
         cluster=manifest.cluster_id, key_id="k", epoch=0, threshold=2, min_holders=2,
         participants=(1, 1, 2),
@@ -213,7 +217,9 @@ def test_bad_justification() -> None:
     def wrong_reveal(honest: Justification) -> Justification:
         (j, raw), *rest = honest.shares
         bad = scalar_to_bytes((int.from_bytes(raw, "big") + 1) % R)
-        return Justification(ceremony=honest.ceremony, sender=honest.sender, shares=((j, bad), *rest))
+        return Justification(
+            ceremony=honest.ceremony, sender=honest.sender, shares=((j, bad), *rest)
+        )
 
     behaviour = Behaviour(
         bundle=lambda b, f, k: reencrypt(b, f, k, {3}), justification=wrong_reveal

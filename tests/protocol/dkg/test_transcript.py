@@ -71,7 +71,9 @@ def test_one_changed_byte_in_a_signature_a_commitment_or_qual_is_rejected(honest
         assert check.reason, name
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(position=st.floats(min_value=0, max_value=1, exclude_max=True), bit=st.integers(0, 7))
 def test_any_single_bit_flip_is_rejected(honest_run: Run, position: float, bit: int) -> None:
     data = transcript_of(honest_run)
@@ -92,7 +94,9 @@ def test_a_transcript_checked_against_another_manifest_is_rejected(honest_run: R
     assert not check.valid and "signature" in check.reason
 
 
-@pytest.mark.parametrize("garbage", [b"", b"\x00" * 40, b"{", b'{"format": 1}', b"\x81\xa4kind\xa1x"])
+@pytest.mark.parametrize(
+    "garbage", [b"", b"\x00" * 40, b"{", b'{"format": 1}', b"\x81\xa4kind\xa1x"]
+)
 def test_garbage_is_an_invalid_check_not_an_exception(honest_run: Run, garbage: bytes) -> None:
     check = verify_transcript(garbage, honest_run.manifest)
     assert not check.valid and check.key_id is None and check.reason.startswith("malformed")
@@ -102,7 +106,9 @@ def test_only_the_disputed_share_is_ever_revealed(complaint_run: Run) -> None:
     # Node 3 complained (falsely) about dealer 1, so f_1(3) is public from then on;
     # no other s_ij = f_i(j), no coefficient and no final share is in the transcript.
     data = transcript_of(complaint_run)
-    revealed = [(m.sender, j) for m in Transcript.decode(data).body.justifications for j, _ in m.shares]
+    revealed = [
+        (m.sender, j) for m in Transcript.decode(data).body.justifications for j, _ in m.shares
+    ]
     assert revealed == [(1, 3)]
     for i, f in complaint_run.polynomials.items():
         for j in complaint_run.nodes:
