@@ -43,19 +43,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
-
-from nacl.signing import SigningKey
 
 from protocol.bn254 import R, g1_mul_generator
 from protocol.canonical import encode_canonical
 from protocol.dkg.crypto import x25519_keypair, x25519_public_ok
-from protocol.dkg.dealing import BundleVerdict, check_bundles, deal, open_share
+from protocol.dkg.dealing import check_bundles, deal, open_share
 from protocol.dkg.errors import (
     Culprit,
     CulpritKind,
-    DkgConfigError,
     DkgInternalError,
     DkgStateError,
     ProposalRejected,
@@ -71,7 +67,6 @@ from protocol.dkg.messages import (
     TranscriptSignature,
 )
 from protocol.dkg.outcome import (
-    ComplaintTally,
     Judgement,
     compute_outcome,
     judge_justifications,
@@ -101,6 +96,7 @@ from protocol.dkg.results import (
     SealPending,
     Send,
 )
+from protocol.dkg.state import ParticipantConfig, ParticipantState, require
 from protocol.dkg.transcript import (
     Transcript,
     TranscriptBody,
@@ -113,82 +109,12 @@ from protocol.dkg.transcript import (
     proposal_problem,
 )
 from protocol.encoding import g1_from_bytes, g2_from_bytes, scalar_to_bytes
-from protocol.manifest import Manifest
 from protocol.rng import Rng, os_rng
 from protocol.threshold import Polynomial, random_polynomial
 
-DEFAULT_PHASE_TIMEOUT_S = 60.0  # per phase; a node that waits longer gives up (not in FINISH)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ParticipantConfig:
-    """What the node shell knows before a ceremony starts.
-
-    ``active_key_ids`` and ``used_ceremony_ids`` come from the node's store: the node
-    refuses a ceremony for a key it holds as active, and a ceremony id it has seen.
-    """
-
-    index: int
-    signing_key: SigningKey = field(repr=False)
-    manifest: Manifest
-    active_key_ids: frozenset[str] = frozenset()
-    used_ceremony_ids: frozenset[bytes] = frozenset()
-    phase_timeout_s: float = DEFAULT_PHASE_TIMEOUT_S
-
-    def __post_init__(self) -> None:
-        try:
-            entry = self.manifest.node_by_index(self.index)
-        except KeyError:
-            raise DkgConfigError(f"node index {self.index} is not in the manifest") from None
-        if bytes(self.signing_key.verify_key) != entry.ed25519_public_key:
-            raise DkgConfigError("the signing key is not this node's key in the manifest")
-        if not self.phase_timeout_s > 0:
-            raise DkgConfigError("phase_timeout_s must be positive")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ParticipantState:
-    """Everything a participant knows, immutable (replaced on each transition)."""
-
-    phase: Phase = Phase.INIT
-    deadline: float | None = None
-    proposal: Proposal | None = None
-    own_open: Open | None = None
-    enc_secret: bytes = field(default=b"", repr=False)  # dropped once shares are opened
-    opens: tuple[Open, ...] = ()
-    ceremony: bytes = b""
-    polynomial: Polynomial | None = field(default=None, repr=False)  # dropped at FINISH
-    own_bundle: DealBundle | None = None
-    bundles: tuple[DealBundle, ...] = ()
-    verdict: BundleVerdict | None = None
-    my_shares: Mapping[int, int] = field(default_factory=dict, repr=False)
-    complain_against: tuple[int, ...] = ()
-    own_echo: Echo | None = None
-    echoes: tuple[Echo, ...] = ()
-    own_complaints: Complaints | None = None
-    complaints: tuple[Complaints, ...] = ()
-    tally: ComplaintTally | None = None
-    own_justification: Justification | None = None
-    justifications: tuple[Justification, ...] = ()
-    body: TranscriptBody | None = None
-    info: PublicKeyInfo | None = None
-    holders: tuple[int, ...] = ()
-    abort_reason: str = ""
-
-
+S = TypeVar("S", bound=SignedMessage)
 Transition = tuple[ParticipantState, ParticipantResult]
 Handler = Callable[[ParticipantState], Transition]
-
-
-T = TypeVar("T")
-S = TypeVar("S", bound=SignedMessage)
-
-
-def _req(value: T | None, what: str) -> T:
-    """A state field that the current phase guarantees (its absence is a bug)."""
-    if value is None:
-        raise DkgInternalError(f"{what} missing in a phase that requires it")
-    return value
 
 
 class Participant:
@@ -409,7 +335,7 @@ class Participant:
         return new, Send(own)
 
     def _on_open_set(self, s: ParticipantState, m: OpenSet, now: float) -> Transition:
-        p = _req(s.proposal, "proposal")
+        p = require(s.proposal, "proposal")
         for o in m.opens:
             if o.parameters() != p.parameters():
                 raise RelayFault(f"open from node {o.sender} answers another proposal")
@@ -440,7 +366,7 @@ class Participant:
         return new, Send(bundle)
 
     def _on_bundle_set(self, s: ParticipantState, m: BundleSet, now: float) -> Transition:
-        p = _req(s.proposal, "proposal")
+        p = require(s.proposal, "proposal")
         self._check_all(s, m.bundles)
         bundles = distinct(m.bundles)
         self._require_own(s.own_bundle, bundles, "bundle")
@@ -450,7 +376,7 @@ class Participant:
             participants=p.participants,
             weight_seed=self._rng(32),
         )
-        enc_key = _req(s.own_open, "own open").enc_key
+        enc_key = require(s.own_open, "own open").enc_key
         shares: dict[int, int] = {}
         complain: list[int] = []
         for dealer, verified in verdict.candidates.items():
@@ -476,11 +402,11 @@ class Participant:
             complain_against=tuple(sorted(complain)),
             own_echo=echo.signed_by(self._config.signing_key),
         )
-        return new, Send(_req(new.own_echo, "echo"))
+        return new, Send(require(new.own_echo, "echo"))
 
     def _on_echo_set(self, s: ParticipantState, m: EchoSet, now: float) -> Transition:
-        p = _req(s.proposal, "proposal")
-        own = _req(s.own_echo, "own echo")
+        p = require(s.proposal, "proposal")
+        own = require(s.own_echo, "own echo")
         self._check_all(s, m.echoes)
         echoes = self._one_per_sender(m.echoes)
         self._require_own(own, echoes, "echo")
@@ -503,7 +429,7 @@ class Participant:
         return new, Send(complaints)
 
     def _on_complaint_set(self, s: ParticipantState, m: ComplaintSet, now: float) -> Transition:
-        p = _req(s.proposal, "proposal")
+        p = require(s.proposal, "proposal")
         self._check_all(s, m.complaints)
         complaints = self._one_per_sender(m.complaints)
         self._require_own(s.own_complaints, complaints, "complaints")
@@ -516,7 +442,7 @@ class Participant:
             return new, NeedMore(Phase.JUSTIFY)
         justification = self._make_justification(
             ceremony=s.ceremony,
-            polynomial=_req(s.polynomial, "polynomial"),
+            polynomial=require(s.polynomial, "polynomial"),
             recipients=tuple(sorted(tally.against[self.index])),
         )
         new = dataclasses.replace(
@@ -530,14 +456,16 @@ class Participant:
         self._check_all(s, m.justifications)
         justifications = distinct(m.justifications)
         self._require_own(s.own_justification, justifications, "justification")
-        verdict = _req(s.verdict, "verdict")
-        judgement = judge_justifications(justifications, _req(s.tally, "tally"), verdict.candidates)
+        verdict = require(s.verdict, "verdict")
+        judgement = judge_justifications(
+            justifications, require(s.tally, "tally"), verdict.candidates
+        )
         return self._finish(dataclasses.replace(s, justifications=justifications), judgement)
 
     def _finish(self, s: ParticipantState, judgement: Judgement) -> Transition:
-        p = _req(s.proposal, "proposal")
-        verdict = _req(s.verdict, "verdict")
-        tally = _req(s.tally, "tally")
+        p = require(s.proposal, "proposal")
+        verdict = require(s.verdict, "verdict")
+        tally = require(s.tally, "tally")
         outcome = compute_outcome(p.participants, verdict, tally, judgement)
         if outcome is None:
             culprit = Culprit.dealers(*(set(p.participants) - set(verdict.candidates)))
@@ -600,8 +528,8 @@ class Participant:
         return new, SealPending(pending, vote)
 
     def _on_commit(self, s: ParticipantState, cert: CommitCertificate, now: float) -> Transition:
-        body = _req(s.body, "transcript body")
-        info = _req(s.info, "key info")
+        body = require(s.body, "transcript body")
+        info = require(s.info, "key info")
         problem = commit_problem(cert, body, self._config.manifest)
         if problem is not None:
             raise RelayFault(problem)
