@@ -57,6 +57,7 @@ from protocol.dkg.transcript import (
     TranscriptBody,
     TranscriptCheck,
     commit_problem,
+    committed_transcript,
     load_transcript,
     verify_transcript,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "TranscriptBody",
     "TranscriptCheck",
     "commit_problem",
+    "committed_transcript",
     "deal",
     "deal_known_secret",
     "decode_relayed",

@@ -32,6 +32,7 @@ from protocol.bn254 import (
     G2_INFINITY,
     R,
     g1_msm,
+    g1_mul_generator,
     g2_mul_generator,
     pairing_check,
 )
@@ -48,7 +49,7 @@ from protocol.encoding import g1_from_bytes, g1_to_bytes, g2_from_bytes, g2_to_b
 from protocol.errors import DecodeError
 from protocol.proofs import SchnorrProof, prove_schnorr, verify_schnorr
 from protocol.rng import Rng
-from protocol.threshold import Polynomial, feldman_verify, random_polynomial
+from protocol.threshold import Polynomial, random_polynomial
 
 
 class Exclusion(enum.Enum):
@@ -253,6 +254,21 @@ def check_bundles(
     )
 
 
+def public_share_horner(commitments: Sequence[G1], index: int) -> G1:
+    """Σ_k index^k·C_k by Horner's rule: t-1 multiplications by the small integer
+    ``index`` instead of t by full-size powers (``protocol.threshold.public_share``
+    is the reference it is tested against)."""
+    acc = commitments[-1]
+    for c in reversed(commitments[:-1]):
+        acc = acc * index + c
+    return acc
+
+
+def share_matches(index: int, share: int, commitments: Sequence[G1]) -> bool:
+    """Feldman's check s·G1 = Σ_k index^k·C_k."""
+    return 0 <= share < R and g1_mul_generator(share) == public_share_horner(commitments, index)
+
+
 def open_share(
     verified: VerifiedBundle,
     *,
@@ -276,7 +292,7 @@ def open_share(
         )
     except ShareDecryptionError:
         return None
-    return share if feldman_verify(recipient, share, verified.commitments) else None
+    return share if share_matches(recipient, share, verified.commitments) else None
 
 
 def check_revealed_share(verified: VerifiedBundle, recipient: int, raw: bytes) -> int | None:
@@ -284,4 +300,4 @@ def check_revealed_share(verified: VerifiedBundle, recipient: int, raw: bytes) -
     value = int.from_bytes(raw, "big")
     if value >= R:
         return None
-    return value if feldman_verify(recipient, value, verified.commitments) else None
+    return value if share_matches(recipient, value, verified.commitments) else None

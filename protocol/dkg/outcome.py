@@ -24,10 +24,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from protocol.bn254 import G1, G1_INFINITY, G2, G2_INFINITY
-from protocol.dkg.dealing import BundleVerdict, Exclusion, VerifiedBundle, check_revealed_share
+from protocol.dkg.dealing import (
+    BundleVerdict,
+    Exclusion,
+    VerifiedBundle,
+    check_revealed_share,
+    public_share_horner,
+)
 from protocol.dkg.messages import Complaints, Justification, Outcome
 from protocol.encoding import g1_to_bytes, g2_to_bytes
-from protocol.threshold import public_share
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,5 +162,7 @@ def compute_outcome(
         excluded=tuple((d, r.value) for d, r in exclusions(verdict, tally, judgement).items()),
         pubkey_g1=g1_to_bytes(pk_g1),
         pubkey_g2=g2_to_bytes(pk_g2),
-        public_shares=tuple((j, g1_to_bytes(public_share(combined, j))) for j in participants),
+        public_shares=tuple(
+            (j, g1_to_bytes(public_share_horner(combined, j))) for j in participants
+        ),
     )

@@ -33,6 +33,7 @@ from protocol.canonical import encode_canonical
 from protocol.dkg import codec as c
 from protocol.dkg.crypto import tagged_hash, x25519_public_ok
 from protocol.dkg.dealing import check_bundles
+from protocol.dkg.errors import RelayFault
 from protocol.dkg.messages import (
     Complaints,
     DealBundle,
@@ -177,6 +178,11 @@ class TranscriptBody:
         return tagged_hash("dkg-transcript", self.to_wire())
 
     @classmethod
+    def decode(cls, data: bytes) -> Self:
+        """Raises: DecodeError naming the first malformed field."""
+        return cls.from_wire(c.load(data, "transcript.body"), "transcript.body")
+
+    @classmethod
     def from_wire(cls, value: Any, field: str) -> Self:
         m = c.as_map(value, field, cls.KIND, cls.KEYS)
         n = c.MAX_PARTICIPANTS
@@ -274,6 +280,24 @@ def commit_problem(cert: CommitCertificate, body: TranscriptBody, manifest: Mani
         if not verify_transcript_signature(key, ceremony, j, transcript_hash, sig):
             return f"commit certificate: invalid signature of node {j}"
     return None
+
+
+def committed_transcript(body: bytes, cert: CommitCertificate, manifest: Manifest) -> Transcript:
+    """For a node shell after a restart in FINISH: it kept ``PendingKey.transcript_body``
+    with its sealed pending share; given the commit certificate (from a coordinator
+    rolling the ceremony forward) this is the transcript to store if the certificate
+    commits that body. The node activates iff its index is in
+    ``result.commit.holders``, and destroys its pending share otherwise.
+
+    Raises:
+        DecodeError: ``body`` is not a transcript body.
+        RelayFault: the certificate does not commit this body.
+    """
+    decoded = TranscriptBody.decode(body)
+    problem = commit_problem(cert, decoded, manifest)
+    if problem is not None:
+        raise RelayFault(problem)
+    return Transcript(body=decoded, commit=cert)
 
 
 def load_transcript(data: bytes) -> Transcript:

@@ -17,9 +17,11 @@ from protocol.dkg.dealing import (
     deal_known_secret,
     g1_g2_consistent,
     open_share,
+    public_share_horner,
 )
 from protocol.encoding import g1_to_bytes
 from protocol.rng import seeded_rng
+from protocol.threshold import public_share, random_polynomial
 
 PARTICIPANTS = (1, 2, 3, 4)
 SECRET = 0x1234_5678_9ABC_DEF0_1122_3344_5566_7788
@@ -81,3 +83,11 @@ def test_each_public_fault_has_its_exclusion_code() -> None:
         assert check_bundle(bundle, threshold=3, participants=PARTICIPANTS) is code
     swapped = dataclasses.replace(b, sender=8)  # the proof is bound to dealer 9
     assert check_bundle(swapped, threshold=3, participants=PARTICIPANTS) is Exclusion.PROOF
+
+
+def test_public_share_horner_matches_reference() -> None:
+    rng = seeded_rng(b"horner")
+    for t in (1, 2, 3, 7):
+        commitments = random_polynomial(t - 1, rng).commitments()
+        for index in (1, 2, 5, 64, 1024):
+            assert public_share_horner(commitments, index) == public_share(commitments, index)

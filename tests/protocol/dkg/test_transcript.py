@@ -3,13 +3,20 @@ manifest, with no secret; one changed byte anywhere makes it invalid."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.dkg import Transcript, load_transcript, verify_transcript
+from protocol.dkg import (
+    RelayFault,
+    Transcript,
+    committed_transcript,
+    load_transcript,
+    verify_transcript,
+)
 from tests.protocol.dkg.harness import KEY_ID, Run, make_manifest
 
 
@@ -118,3 +125,17 @@ def test_only_the_disputed_share_is_ever_revealed(complaint_run: Run) -> None:
     for node in complaint_run.nodes.values():
         assert node.pending is not None
         assert node.pending.share.to_bytes(32, "big") not in data
+
+
+def test_a_restarted_node_can_check_the_commit_from_the_body_it_kept(honest_run: Run) -> None:
+    node = honest_run.nodes[2]
+    assert node.pending is not None and node.active is not None
+    cert = Transcript.decode(node.active.transcript).commit
+    restored = committed_transcript(node.pending.transcript_body, cert, honest_run.manifest)
+    assert restored.encode() == node.active.transcript and 2 in restored.commit.holders
+    with pytest.raises(RelayFault, match="another transcript"):
+        committed_transcript(
+            node.pending.transcript_body,
+            dataclasses.replace(cert, transcript_hash=bytes(32)),
+            honest_run.manifest,
+        )
