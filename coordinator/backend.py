@@ -4,16 +4,33 @@ The front ends authenticate and validate requests, then call a ``Backend``. The 
 backend fans requests out to the nodes; tests use an in-process one that passes the
 same conformance tests. Errors are typed so each front end maps them to its own
 status codes (HTTP 4xx/503, gRPC status).
+
+Added for the HTTP API (add, never rename): ``health()`` with ``Health`` /
+``NodeHealth`` / ``KeyHealth``; ``run_dkg`` and ``import_key`` (operator calls) with
+``PasswordRef``; errors ``InvalidRequest`` (400) and ``CeremonyAborted`` (502);
+``KEY_ID_PATTERN`` / ``is_valid_key_id`` shared by every front end.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
 
 from protocol.bn254 import G1, G2
 from protocol.errors import Fault, TkmsError
+
+# Key ids name directories on the nodes and appear in URLs: a conservative charset.
+KEY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_KEY_ID_RE = re.compile(KEY_ID_PATTERN)
+
+
+def is_valid_key_id(key_id: str) -> bool:
+    """True if ``key_id`` matches ``KEY_ID_PATTERN`` (1-64 chars, no path separators)."""
+    return _KEY_ID_RE.fullmatch(key_id) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +126,90 @@ class NotEnoughSigners(BackendError):
         self.missing = tuple(missing)
 
 
+class InvalidRequest(BackendError):
+    """A request the backend refuses on its own grounds (e.g. threshold > n, a
+    keystore that does not decrypt): HTTP 400."""
+
+    fault: ClassVar[Fault] = Fault.CLIENT
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        super().__init__(f"{field_name}: {reason}")
+        self.field = field_name
+        self.reason = reason
+
+
+class CeremonyAborted(BackendError):
+    """A DKG (or import) ceremony aborted; ``reason`` says exactly why and
+    ``missed`` names the nodes that missed a phase deadline (HTTP 502)."""
+
+    fault: ClassVar[Fault] = Fault.PEER
+
+    def __init__(self, key_id: str, reason: str, missed: Sequence[str] = ()) -> None:
+        super().__init__(f"ceremony for key {key_id!r} aborted: {reason}")
+        self.key_id = key_id
+        self.reason = reason
+        self.missed = tuple(missed)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHealth:
+    """One node as the coordinator sees it now."""
+
+    name: str
+    up: bool  # a Noise session is established and answering
+    partial_failures: int = 0  # cumulative: partials that failed or did not verify
+    detail: str = ""  # why it is down, when known (no secret)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHealth:
+    """Whether one key can sign now: ``holders_up >= threshold`` and active."""
+
+    key_id: str
+    status: str
+    threshold: int
+    holders_up: int
+    can_sign: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """The coordinator's view of the cluster, for ``GET /healthz`` and metrics."""
+
+    nodes: tuple[NodeHealth, ...]
+    keys: tuple[KeyHealth, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordRef:
+    """Where the coordinator finds a keystore password: ``env`` (a variable in the
+    coordinator's environment), ``file`` (an absolute path it can read; one trailing
+    newline stripped) or ``inline`` (sent in the request; never logged). The repr
+    hides inline values."""
+
+    kind: Literal["env", "file", "inline"]
+    value: str
+
+    def __repr__(self) -> str:
+        shown = "<hidden>" if self.kind == "inline" else self.value
+        return f"PasswordRef(kind={self.kind!r}, value={shown!r})"
+
+    def resolve(self) -> bytes:
+        """The password bytes; ``InvalidRequest`` if the reference does not resolve."""
+        if self.kind == "inline":
+            return self.value.encode()
+        if self.kind == "env":
+            v = os.environ.get(self.value)
+            if v is None:
+                raise InvalidRequest("password.env", f"variable {self.value} is not set")
+            return v.encode()
+        try:
+            data = Path(self.value).read_bytes()
+        except OSError as exc:
+            raise InvalidRequest("password.file", f"cannot read: {exc.strerror}") from None
+        return data[:-1] if data.endswith(b"\n") else data
+
+
 class Backend(Protocol):
     """What the coordinator's front ends call."""
 
@@ -127,3 +228,28 @@ class Backend(Protocol):
         ...
 
     async def destroy_key(self, key_id: str, *, client: Client) -> None: ...
+
+    async def health(self) -> Health:
+        """Nodes up and, per key, whether it can sign now (cheap: no fan-out)."""
+        ...
+
+    async def run_dkg(
+        self, key_id: str, threshold: int, *, min_holders: int | None, client: Client
+    ) -> KeyInfo:
+        """Run a DKG ceremony; ``min_holders`` None = every node. Raises ``KeyExists``,
+        ``InvalidRequest``, ``CeremonyAborted``."""
+        ...
+
+    async def import_key(
+        self,
+        key_id: str,
+        keystore: Mapping[str, Any],
+        password: PasswordRef,
+        *,
+        threshold: int,
+        min_holders: int | None,
+        client: Client,
+    ) -> KeyInfo:
+        """Split an existing eigensdk-go / EIP-2335 keystore (its parsed JSON) into the
+        nodes. Raises ``KeyExists``, ``InvalidRequest``, ``CeremonyAborted``."""
+        ...

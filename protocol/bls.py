@@ -24,7 +24,6 @@ from protocol.bn254 import (
     G2,
     G2_INFINITY,
     G2Prepared,
-    P,
     g1_msm,
     g1_mul_generator,
     g2_mul_generator,
@@ -32,7 +31,7 @@ from protocol.bn254 import (
     prepare_g2,
 )
 from protocol.eigenlayer import NEG_G2_PREPARED, hash_to_g1, verify_signature
-from protocol.encoding import WORD, check_scalar
+from protocol.encoding import WORD, check_scalar, g1_usable, g2_usable
 from protocol.rng import Rng, os_rng, random_scalar
 
 BATCH_COEFFICIENT_BYTES = 16  # 128-bit random coefficients
@@ -67,19 +66,15 @@ def sign(sk: int, msg_hash: bytes) -> G1:
     return hash_to_g1(msg_hash) * sk
 
 
-def _g1_ok(p: G1) -> bool:
-    return not p.is_infinity() and 0 <= p.x < P and 0 <= p.y < P and p.is_on_curve()
-
-
 def verify(pk_g2: G2 | G2Prepared, msg_hash: bytes, sigma: G1) -> bool:
     """Plain check e(H(m), pk_g2) = e(sigma, G2); False for a zero key or infinity sigma.
 
     ``pk_g2`` may be prepared (``prepare_g2``) when many signatures share a key; then
     the caller is responsible for it not being infinity.
     """
-    if isinstance(pk_g2, G2) and pk_g2.is_infinity():
+    if isinstance(pk_g2, G2) and not g2_usable(pk_g2):
         return False
-    if not _g1_ok(sigma):
+    if not g1_usable(sigma):
         return False
     return pairing_check([(hash_to_g1(msg_hash), pk_g2), (sigma, NEG_G2_PREPARED)])
 
@@ -126,7 +121,7 @@ def batch_verify(
     without a pairing; a zero key makes every item bad.
     """
     if isinstance(pk_g2, G2):
-        if pk_g2.is_infinity():
+        if not g2_usable(pk_g2):
             return list(range(len(items)))
         pk: G2 | G2Prepared = prepare_g2(pk_g2) if len(items) > 1 else pk_g2
     else:
@@ -134,10 +129,11 @@ def batch_verify(
     bad: list[int] = []
     good: list[tuple[int, G1, G1, int]] = []  # (index, H(m), sigma, rho)
     for i, (msg_hash, sigma) in enumerate(items):
-        if not (isinstance(msg_hash, bytes) and len(msg_hash) == WORD and _g1_ok(sigma)):
+        ok_hash = isinstance(msg_hash, bytes | bytearray) and len(msg_hash) == WORD
+        if not (ok_hash and g1_usable(sigma)):
             bad.append(i)
             continue
-        good.append((i, hash_to_g1(msg_hash), sigma, _coefficient(rng)))
+        good.append((i, hash_to_g1(bytes(msg_hash)), sigma, _coefficient(rng)))
 
     def check(group: Sequence[tuple[int, G1, G1, int]]) -> bool:
         rhos = [g[3] for g in group]

@@ -39,9 +39,11 @@ from protocol.encoding import (
     g1_from_json,
     g1_to_bytes,
     g1_to_json,
+    g1_usable,
     g2_from_json,
     g2_to_bytes,
     g2_to_json,
+    g2_usable,
     int_to_word,
     msg_hash_from_hex,
     msg_hash_to_hex,
@@ -105,10 +107,6 @@ def signature_gamma(msg_hash: bytes, apk_g1: G1, apk_g2: G2, sigma: G1) -> int:
     return int.from_bytes(keccak256(data), "big") % R
 
 
-def _g1_sane(p: G1) -> bool:
-    return not p.is_infinity() and 0 <= p.x < P and 0 <= p.y < P and p.is_on_curve()
-
-
 def pairing_check_points(msg_hash: bytes, apk_g1: G1, apk_g2: G2, sigma: G1) -> tuple[G1, G1]:
     """The two G1 inputs of the on-chain check: (sigma + gamma*apk, H(m) + gamma*G1)."""
     gamma = signature_gamma(msg_hash, apk_g1, apk_g2, sigma)
@@ -129,10 +127,10 @@ def verify_signature(
 
     Returns False for a zero key or an infinity sigma (which the contract would
     accept: spec 12.2). Points must come from the validating decoders (apkG2 in the
-    subgroup); G1 points are re-checked on the curve here because it is cheap.
+    subgroup); coordinates and curve membership are re-checked here (cheap).
     ``apk_g2_prepared`` must be ``prepare_g2(apk_g2)`` when given.
     """
-    if not (_g1_sane(apk_g1) and _g1_sane(sigma)) or apk_g2.is_infinity():
+    if not (g1_usable(apk_g1) and g1_usable(sigma) and g2_usable(apk_g2)):
         return False
     lhs, rhs = pairing_check_points(msg_hash, apk_g1, apk_g2, sigma)
     q = apk_g2_prepared if apk_g2_prepared is not None else apk_g2
@@ -186,6 +184,8 @@ def _address(address: bytes, field: str) -> bytes:
 
 def registration_domain_separator(registry_coordinator: bytes, chain_id: int) -> bytes:
     """EIP-712 domain separator of the RegistryCoordinator ("AVSRegistryCoordinator", "v0.0.1")."""
+    if isinstance(chain_id, bool) or not isinstance(chain_id, int) or not 0 <= chain_id < 1 << 256:
+        raise InvalidFormat("chainId", "must be an integer in [0, 2^256)")
     return keccak256(
         EIP712_DOMAIN_TYPEHASH
         + keccak256(REGISTRY_COORDINATOR_NAME.encode())
@@ -233,9 +233,9 @@ def registration_check_points(
 def verify_registration(signature: G1, pk_g1: G1, pk_g2: G2, message_point: G1) -> bool:
     """``BLSApkRegistry.registerBLSPublicKey``'s check: e(sig + g*pkG1, -G2) *
     e(H + g*G1, pkG2) = 1; rejects the zero key and an infinity signature."""
-    if not (_g1_sane(pk_g1) and _g1_sane(signature) and _g1_sane(message_point)):
+    if not (g1_usable(pk_g1) and g1_usable(signature) and g1_usable(message_point)):
         return False
-    if pk_g2.is_infinity():
+    if not g2_usable(pk_g2):
         return False
     lhs, rhs = registration_check_points(signature, pk_g1, pk_g2, message_point)
     return pairing_check([(lhs, NEG_G2_PREPARED), (rhs, pk_g2)])
@@ -287,7 +287,7 @@ class AvsSignature:
     apk_g2: G2
 
     def __post_init__(self) -> None:
-        _msg_hash(self.msg_hash)
+        object.__setattr__(self, "msg_hash", _msg_hash(self.msg_hash))
 
     def to_json(self, hex: bool = False) -> dict[str, Any]:
         """``{"msgHash", "sigma", "apkG1", "apkG2"}``; numbers decimal or 0x-hex strings."""

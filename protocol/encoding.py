@@ -116,6 +116,21 @@ def g2_on_curve(x: Fp2, y: Fp2) -> bool:
     return _f2_mul(y, y) == _g2_rhs(x)
 
 
+def g1_usable(p: G1) -> bool:
+    """Cheap sanity check for a G1 point about to be used in a check: not infinity,
+    coordinates < p, on the curve. (Decoders already guarantee this; verifiers re-check
+    because it costs a few multiplications.)"""
+    x, y = p.x, p.y
+    return (x, y) != (0, 0) and 0 <= x < P and 0 <= y < P and (y * y - x * x * x - 3) % P == 0
+
+
+def g2_usable(q: G2) -> bool:
+    """Not infinity, coordinates < p, on the twist. Subgroup membership is NOT
+    re-checked here (it is the decoders' job; it costs a scalar multiplication)."""
+    coords = (*q.x, *q.y)
+    return any(coords) and all(0 <= c < P for c in coords) and g2_on_curve(q.x, q.y)
+
+
 def fp_sqrt(a: int) -> int | None:
     """a^((p+1)/4) if a is a square mod p (the root that is itself a square), else None."""
     a %= P

@@ -132,7 +132,7 @@ def test_signature_vector(eigen_vectors: dict[str, Any], vid: str) -> None:
     assert AvsSignature.from_json(v["avsSignatureHex"]) == avs
     assert avs.precompile_input() == pre
 
-    assert pc["gammaCheckPasses"] is True and verify_signature(msg, kp.pk_g1, kp.pk_g2, sigma)
+    assert pc["gammaCheckPasses"] is True and bls.verify_gamma(kp.pk_g1, kp.pk_g2, msg, sigma)
     assert pc["plainCheckPasses"] is True and bls.verify(kp.pk_g2, msg, sigma)
     assert pc["tamperedSigmaRejected"] is True
     assert not verify_signature(msg, kp.pk_g1, kp.pk_g2, sigma + G1_GENERATOR)
@@ -377,9 +377,25 @@ def test_avs_signature_from_json_is_strict(eigen_vectors: dict[str, Any]) -> Non
         AvsSignature.from_json(numeric)
 
 
-def test_verify_signature_rejects_off_curve_g1_without_raising(key7: bls.KeyPair) -> None:
+def test_verifiers_reject_unchecked_bad_points_without_raising(key7: bls.KeyPair) -> None:
+    """Points built with the unchecked constructors (off curve, coordinate >= p, G2 in
+    the wrong order) are refused before any pairing."""
     msg = keccak256(b"off curve")
     sigma = bls.sign(key7.sk, msg)
-    assert not verify_signature(msg, key7.pk_g1, key7.pk_g2, G1(sigma.x, sigma.y + 1))
-    assert not verify_signature(msg, G1(1, 3), key7.pk_g2, sigma)
-    assert isinstance(G2_GENERATOR, G2)
+    pk2 = key7.pk_g2
+    swapped = G2((pk2.x[1], pk2.x[0]), (pk2.y[1], pk2.y[0]))
+    big = G2((pk2.x[0] + P, pk2.x[1]), pk2.y)
+    assert not verify_signature(msg, key7.pk_g1, pk2, G1(sigma.x, sigma.y + 1))
+    assert not verify_signature(msg, G1(1, 3), pk2, sigma)
+    assert not verify_signature(msg, G1(1, 2 + P), pk2, sigma)
+    assert not verify_signature(msg, key7.pk_g1, swapped, sigma)
+    assert not verify_signature(msg, key7.pk_g1, big, sigma)
+    assert not bls.verify(swapped, msg, sigma)
+    assert not verify_registration(sigma, key7.pk_g1, swapped, hash_to_g1(msg))
+    assert bls.batch_verify(swapped, [(msg, sigma)]) == [0]
+
+
+@pytest.mark.parametrize("chain_id", [-1, 2**256, True, "1", 1.0])
+def test_registration_rejects_bad_chain_ids(chain_id: Any) -> None:
+    with pytest.raises(InvalidFormat):
+        registration_digest(bytes(20), bytes(20), chain_id)

@@ -24,7 +24,7 @@ from protocol.bn254 import (
     g1_mul_generator,
     g2_mul_generator,
 )
-from protocol.eigenlayer import AvsSignature, operator_id
+from protocol.eigenlayer import AvsSignature, address_from_hex, operator_id
 from protocol.encoding import (
     B2,
     InvalidFormat,
@@ -392,6 +392,7 @@ JSON_DECODERS: list[tuple[str, Callable[[object], object]]] = [
     ("fe", lambda o: field_element_from_json(o, field="x")),
     ("scalar", lambda o: scalar_from_json(o, field="k")),
     ("gnark", lambda o: g1_from_gnark_string(o, field="pubKey")),
+    ("address", lambda o: address_from_hex(o, field="operator")),
 ]
 
 
