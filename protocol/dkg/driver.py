@@ -529,6 +529,18 @@ class Driver:
 
     def _commit(self, votes: list[TranscriptSignature]) -> list[DriverOutput]:
         p, outcome = self._proposal, votes[0].outcome
+        try:
+            pubkey_g1 = g1_from_bytes(outcome.pubkey_g1, field="pubkey_g1")
+            pubkey_g2 = g2_from_bytes(outcome.pubkey_g2, field="pubkey_g2")
+            public_shares = {
+                j: g1_from_bytes(raw, field="public_share", allow_infinity=True)
+                for j, raw in outcome.public_shares
+            }
+        except DecodeError as exc:  # only if min_holders nodes collude (beyond t - 1)
+            holders = tuple(v.sender for v in votes)
+            return self._abort(
+                f"the holders signed an invalid outcome: {exc}", Culprit.nodes(*holders)
+            )
         body = self._body(outcome)
         cert = CommitCertificate(
             ceremony=self._ceremony,
@@ -543,11 +555,9 @@ class Driver:
             participants=p.participants,
             min_holders=p.min_holders,
             qual=outcome.qual,
-            pubkey_g1=g1_from_bytes(outcome.pubkey_g1, field="pubkey_g1"),
-            pubkey_g2=g2_from_bytes(outcome.pubkey_g2, field="pubkey_g2"),
-            public_shares={
-                j: g1_from_bytes(raw, field="public_share") for j, raw in outcome.public_shares
-            },
+            pubkey_g1=pubkey_g1,
+            pubkey_g2=pubkey_g2,
+            public_shares=public_shares,
             transcript_hash=cert.transcript_hash,
         )
         self._result = DkgResult(

@@ -152,11 +152,14 @@ def compute_outcome(
     tally: ComplaintTally,
     judgement: Judgement,
 ) -> Outcome | None:
-    """The ceremony's public result, or ``None`` if fewer than t dealers qualify."""
+    """The ceremony's public result, or ``None`` if fewer than t dealers qualify (or,
+    with probability 1/r, the key is zero)."""
     qual = qualified(verdict, tally, judgement)
     if len(qual) < tally.threshold:
         return None
     pk_g1, pk_g2, combined = group_key(qual, verdict.candidates)
+    if pk_g1.is_infinity():  # Σ a_i0 = 0: chance 1/r, since each dealer proved its a_i0
+        return None
     return Outcome(
         qual=qual,
         excluded=tuple((d, r.value) for d, r in exclusions(verdict, tally, judgement).items()),

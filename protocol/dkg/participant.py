@@ -469,7 +469,8 @@ class Participant:
         outcome = compute_outcome(p.participants, verdict, tally, judgement)
         if outcome is None:
             culprit = Culprit.dealers(*(set(p.participants) - set(verdict.candidates)))
-            return self._aborted(s, f"fewer than t = {p.threshold} dealers qualify", culprit)
+            reason = f"no key: fewer than t = {p.threshold} dealers qualify, or their sum is zero"
+            return self._aborted(s, reason, culprit)
         share = 0
         for dealer in outcome.qual:
             value = s.my_shares.get(dealer)
@@ -480,7 +481,10 @@ class Participant:
                     s, f"no valid share from dealer {dealer}", Culprit.dealers(dealer)
                 )
             share = (share + value) % R
-        public = {j: g1_from_bytes(raw, field="public_share") for j, raw in outcome.public_shares}
+        public = {
+            j: g1_from_bytes(raw, field="public_share", allow_infinity=True)
+            for j, raw in outcome.public_shares
+        }
         if g1_mul_generator(share) != public[self.index]:
             culprit = Culprit(CulpritKind.LOCAL)
             return self._aborted(s, "the share does not match its public share", culprit)
