@@ -458,7 +458,9 @@ class Driver:
         return []
 
     def _after_open(self, now: float) -> list[DriverOutput]:
-        missing = sorted(set(self._proposal.participants) - set(self._opens) | set(self._missed))
+        missing = sorted(self._missed) or sorted(
+            set(self._proposal.participants) - set(self._opens)
+        )
         if missing:
             reason = "every participant must open the ceremony; missing: " + ", ".join(
                 f"node {j}" for j in missing

@@ -2,16 +2,16 @@
 frozen type per phase, each signed with the node's Ed25519 key through
 ``protocol.signing`` under its own purpose tag.
 
-=====================  ====================  ==========================================
-type                   purpose tag           content
-=====================  ====================  ==========================================
-``Open``               ``dkg-open``          proposal fields, nonce, encryption key
-``DealBundle``         ``dkg-bundle``        C_i0..C_i,t-1 (G1), D_i (G2), PoK, shares
-``Echo``               ``dkg-echo``          (dealer, hash) of every bundle received
-``Complaints``         ``dkg-complaint``     dealers whose share to me was bad (or none)
-``Justification``      ``dkg-justification`` the disputed shares, revealed
-``TranscriptSignature``  ``dkg-transcript``  the transcript hash (+ claimed outcome)
-=====================  ====================  ==========================================
+=========================  ======================  ========================================
+type                       purpose tag             content
+=========================  ======================  ========================================
+``Open``                   ``dkg-open``            proposal fields, nonce, encryption key
+``DealBundle``             ``dkg-bundle``          C_i0..C_i,t-1, D_i, PoK, shares
+``Echo``                   ``dkg-echo``            (dealer, digest) of every bundle received
+``Complaints``             ``dkg-complaint``       dealers whose share to me was bad
+``Justification``          ``dkg-justification``   the disputed shares, revealed
+``TranscriptSignature``    ``dkg-transcript``      the transcript hash (+ claimed outcome)
+=========================  ======================  ========================================
 
 What is signed is every field except ``sig`` (and, for ``TranscriptSignature``, the
 ``outcome`` it carries, which the transcript hash already binds). ``decode`` is

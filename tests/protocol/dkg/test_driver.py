@@ -9,11 +9,12 @@ import dataclasses
 import pytest
 
 from protocol.dkg import (
-    Aborted,
     CulpritKind,
+    Deliver,
     DkgConfigError,
     DkgStateError,
     Driver,
+    DriverAborted,
     DriverConfig,
     DriverPhase,
     NodeMessageRejected,
@@ -24,7 +25,7 @@ from protocol.dkg import (
     Send,
 )
 from protocol.dkg.messages import Echo, NodeMessage
-from protocol.dkg.relayed import Proposal
+from protocol.dkg.relayed import Abort, Proposal
 from protocol.errors import DecodeError
 from protocol.rng import seeded_rng
 from tests.protocol.dkg.harness import (
@@ -138,9 +139,10 @@ def test_a_node_reported_failed_in_open_aborts_at_once() -> None:
     driver.start()
     out = driver.node_failed(2, "refused: key is active", now=1.0)
     assert driver.phase is DriverPhase.ABORTED
-    aborts = [o for o in out if hasattr(o, "to")]
-    assert len(aborts) == 4
+    aborts = [o for o in out if isinstance(o, Deliver)]
+    assert [d.to for d in aborts] == [1, 2, 3, 4]
+    assert all(isinstance(d.message, Abort) and "node 2" in d.message.reason for d in aborts)
+    (event,) = [o for o in out if isinstance(o, DriverAborted)]
+    assert event.missed == {2: DriverPhase.OPEN} and event.culprit.indices == (2,)
     with pytest.raises(DkgStateError):
         driver.tick(now=100.0)
-    assert isinstance(aborts[0].message.reason, str)  # type: ignore[union-attr]
-    assert Aborted is not None
