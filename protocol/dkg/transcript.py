@@ -24,7 +24,7 @@ answered as the protocol requires.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
 
@@ -410,8 +410,3 @@ def verify_transcript(transcript_bytes: bytes, manifest: Manifest) -> Transcript
     except (_Invalid, TkmsError, KeyError) as exc:
         return TranscriptCheck(False, key_id, (), None, str(exc) or type(exc).__name__)
     return TranscriptCheck(True, key_id, b.outcome.qual, pubkey, "")
-
-
-def holders_of(transcript: Transcript) -> Mapping[int, bytes]:
-    """Holder index → its transcript signature."""
-    return dict(transcript.commit.signatures)
