@@ -8,14 +8,13 @@ and every TLS file exists, so a bad config fails at start, not at first request.
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from coordinator.auth import AuthConfigError, IpAllowlist, RateLimit
-from coordinator.config import CoordinatorConfig
+from coordinator.config import CoordinatorConfig, is_loopback
 from protocol.errors import Fault, TkmsError
 
 DEFAULT_RATE_LIMIT = RateLimit(per_second=100.0, burst=200.0)
@@ -52,16 +51,6 @@ class TlsConfig:
             ctx.verify_mode = ssl.CERT_REQUIRED if self.require_client_cert else ssl.CERT_OPTIONAL
         ctx.set_alpn_protocols(["http/1.1"])
         return ctx
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback literals (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
