@@ -67,6 +67,7 @@ class HttpConfig:
     max_batch: int = 256
     header_timeout_s: float = 10.0  # request head (also the keep-alive idle limit)
     body_timeout_s: float = 10.0
+    send_timeout_s: float = 10.0  # each response write; a client that stops reading is dropped
     request_timeout_s: float = 10.0  # reads and destroy
     sign_timeout_s: float = 10.0  # sign, sign-batch (the backend bounds its own fan-out)
     ceremony_timeout_s: float = 300.0  # DKG and import
@@ -90,6 +91,7 @@ class HttpConfig:
             "max_batch",
             "header_timeout_s",
             "body_timeout_s",
+            "send_timeout_s",
             "request_timeout_s",
             "sign_timeout_s",
             "ceremony_timeout_s",
