@@ -316,6 +316,18 @@ def test_a_destroyed_key_cannot_sign_and_its_sealed_files_are_useless(
     assert p.stdout.strip() == "useless", p.stderr
 
 
+def test_a_restarted_coordinator_rebuilds_its_registry_from_the_nodes(cluster: Cluster) -> None:
+    launcher.stop_process(cluster.layout, "coordinator")
+    launcher.start_coordinator(cluster.layout)
+    launcher.wait_until_up(cluster.layout, timeout=60, progress=lambda _m: None)
+    r = cluster.sign("k69", VEC_MSG)
+    assert r.status_code == 200 and r.json()["sigma"] == VEC["avsSignature"]["sigma"]
+    keys = httpx.get(cluster.url + "/v1/keys", headers={"Authorization": f"Bearer {cluster.token}"})
+    status = {k["keyId"]: k["status"] for k in keys.json()["keys"]}
+    assert status == {"k69": "active", "k1": "active", "faulty": "active",
+                      "limited": "active", "doomed": "destroyed"}  # fmt: skip
+
+
 def test_audit_logs_verify_and_checkpoints_were_exchanged(cluster: Cluster) -> None:
     time.sleep(4.5)  # two checkpoint rounds (every 2 s)
     root = cluster.layout.root
