@@ -11,9 +11,9 @@ sign_point / destroy_key`` (DESIGN.md "Signing").
 * Sign. One ``sign.partial`` to every holder at once (``coordinator.fanout``; a node
   blamed within ``blame_cooldown_s`` is held in reserve: asked only once t is out of
   reach without it); partials go to an ``Aggregation`` in arrival order; as soon as
-  it is ``Done`` the other calls are cancelled (slow nodes are never waited for). A node whose partial failed its DLEQ
-  proof is named in the log, the audit record and the ``partial failures`` metric,
-  and cooled down, while the request still succeeds. Fewer than t usable answers
+  it is ``Done`` the other calls are cancelled (slow nodes are never waited for). A
+  node whose partial failed its DLEQ proof is named in the log, the audit record and
+  the ``partial failures`` metric, and cooled down, while the request still succeeds. Fewer than t usable answers
   within ``sign_timeout_s`` (or as soon as t can no longer be reached) raise
   ``NotEnoughSigners`` naming the missing holders; when the nodes' own policy is
   what stopped it, ``Forbidden`` (client not allowed) or ``UsageLimitExceeded``.
