@@ -15,8 +15,9 @@ sign_point / destroy_key`` (DESIGN.md "Signing").
   node whose partial failed its DLEQ proof is named in the log, the audit record and
   the ``partial failures`` metric, and cooled down, while the request still succeeds.
   Fewer than t usable answers within ``sign_timeout_s`` (or as soon as t can no
-  longer be reached) raise ``NotEnoughSigners`` naming the missing holders; when the nodes' own policy is
-  what stopped it, ``Forbidden`` (client not allowed) or ``UsageLimitExceeded``.
+  longer be reached) raise ``NotEnoughSigners`` naming the missing holders; when the
+  nodes' own policy stopped it, ``Forbidden`` (client not allowed),
+  ``UsageLimitExceeded`` or ``KeyNotActive``.
 * Batch. One ``sign.batch`` fan-out; ``protocol.batch_aggregation`` combines each
   item from its first t partials, batch-verifies, and sends only failing items
   through a per-item ``Aggregation``. Results in request order, a per-item error
