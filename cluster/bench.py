@@ -10,7 +10,7 @@ import argparse
 import importlib
 from typing import Any
 
-BENCH_MODULES: tuple[str, ...] = ()
+BENCH_MODULES: tuple[str, ...] = ("cluster.bench_transport",)
 
 
 def register(sub: Any) -> None:

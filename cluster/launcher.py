@@ -343,6 +343,15 @@ def nodes_up(doc: dict[str, Any] | None) -> dict[str, bool]:
     return {n["name"]: bool(n.get("up")) for n in nodes if isinstance(n, dict) and "name" in n}
 
 
+def log_tail(layout: ClusterLayout, name: str, lines: int = 2) -> str:
+    """The last lines of a process's log (where its start-up error is)."""
+    try:
+        text = (layout.run_dir / f"{name}.log").read_text(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
 def wait_until_up(
     layout: ClusterLayout,
     *,
@@ -350,12 +359,22 @@ def wait_until_up(
     progress: Progress,
     names: set[str] | None = None,
 ) -> dict[str, bool]:
-    """Wait until the coordinator has a session to every node in ``names`` (default all)."""
+    """Wait until the coordinator has a session to every node in ``names`` (default all).
+
+    A process among them (or the coordinator) that is not running fails the wait at
+    once, quoting the end of its log."""
     want = names if names is not None else {n.name for n in layout.nodes}
     deadline = time.monotonic() + timeout
     last = ""
     up: dict[str, bool] = {}
     while True:
+        dead = sorted(n for n in (*want, "coordinator") if read_pid(layout, n) is None)
+        if dead:
+            raise ClusterError(
+                "not running: "
+                + "; ".join(f"{n} ({log_tail(layout, n) or 'no log'})" for n in dead)
+                + f" (logs in {layout.run_dir})"
+            )
         up = nodes_up(health(layout))
         ready = sorted(n for n in want if up.get(n))
         line = f"nodes up over Noise: {len(ready)}/{len(want)}"
@@ -397,34 +416,39 @@ def up(layout: ClusterLayout, *, progress: Progress, timeout: float = 90.0) -> N
 
 def stop_process(layout: ClusterLayout, name: str, *, grace: float = 10.0) -> bool:
     """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. True if it was running."""
-    pid = read_pid(layout, name)
-    if pid is None:
+    return name in stop_processes(layout, [name], grace=grace)
+
+
+def stop_processes(layout: ClusterLayout, names: list[str], *, grace: float = 10.0) -> list[str]:
+    """SIGTERM every named process at once, wait up to ``grace`` seconds for all of
+    them, SIGKILL what is left (and wait up to 5 s more). Returns those that ran."""
+    pids = {name: pid for name in names if (pid := read_pid(layout, name)) is not None}
+    for pid in pids.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+            os.kill(pid, signal.SIGTERM)
+    for sig, wait in ((None, grace), (signal.SIGKILL, 5.0)):
+        alive = [n for n in pids if read_pid(layout, n) is not None]
+        if sig is not None:
+            for name in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pids[name], sig)
+        deadline = time.monotonic() + wait
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+            alive = [n for n in alive if read_pid(layout, n) is not None]
+        if not alive:
+            break
+    for name in names:
         with contextlib.suppress(FileNotFoundError):
             _pid_file(layout, name).unlink()
-        return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while read_pid(layout, name) is not None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if read_pid(layout, name) is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        kill_deadline = time.monotonic() + 5.0
-        while read_pid(layout, name) is not None and time.monotonic() < kill_deadline:
-            time.sleep(0.05)
-    with contextlib.suppress(FileNotFoundError):
-        _pid_file(layout, name).unlink()
-    return True
+    return [n for n in names if n in pids]
 
 
 def down(layout: ClusterLayout, *, progress: Progress) -> list[str]:
-    """Stop the coordinator, then every node. Returns the names that were running."""
-    stopped = []
-    for name in ["coordinator", *(n.name for n in layout.nodes)]:
-        if stop_process(layout, name):
-            stopped.append(name)
+    """Stop the coordinator, then every node (together). Returns the names that ran."""
+    stopped = stop_processes(layout, ["coordinator"])
+    stopped += stop_processes(layout, [n.name for n in layout.nodes])
     progress(f"stopped {len(stopped)} processes")
     return stopped
 

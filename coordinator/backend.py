@@ -9,6 +9,9 @@ Added for the HTTP API (add, never rename): ``health()`` with ``Health`` /
 ``NodeHealth`` / ``KeyHealth``; ``run_dkg`` and ``import_key`` (operator calls) with
 ``PasswordRef``; errors ``InvalidRequest`` (400) and ``CeremonyAborted`` (502);
 ``KEY_ID_PATTERN`` / ``is_valid_key_id`` shared by every front end.
+
+Added for the coordinator process: ``NotImplementedYet`` (501), raised by a backend
+for an operation it does not offer yet.
 """
 
 from __future__ import annotations
@@ -149,6 +152,16 @@ class CeremonyAborted(BackendError):
         self.key_id = key_id
         self.reason = reason
         self.missed = tuple(missed)
+
+
+class NotImplementedYet(BackendError):
+    """The backend does not offer this operation yet (HTTP 501)."""
+
+    fault: ClassVar[Fault] = Fault.LOCAL
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(f"{operation} is not implemented yet")
+        self.operation = operation
 
 
 @dataclass(frozen=True, slots=True)

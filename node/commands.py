@@ -13,8 +13,9 @@ With ``--pkcs11-module PATH --token-label L`` (a real HSM) the token must alread
 exist, provisioned with the vendor's tools; init only logs in (user PIN from
 ``--pin-file`` or ``TKMS_HSM_PIN``) and creates the identity key in it.
 
-``node run --config F`` = load config -> open HSM -> entropy start-up tests ->
-unseal identity -> serve. Serving lands with the transport (node/transport.py).
+``node run --config F`` runs ``node.server.run_node_process``: manifest check, HSM,
+entropy start-up tests, identity (must match the manifest), store, audit log, then
+the RPC server until SIGTERM/SIGINT (graceful shutdown). Logs go to stderr.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,8 @@ from node.config import (
 from node.entropy import open_entropy
 from node.files import atomic_write
 from node.hsm import SOFTHSM_MODULE, open_hsm
-from node.identity import PUBLIC_FILE, SEALED_DIR, PublicIdentity, create_identity, unseal_identity
+from node.identity import PUBLIC_FILE, SEALED_DIR, PublicIdentity, create_identity
+from node.server import run_node_process
 from node.softhsm import init_softhsm_token, write_softhsm_conf
 from protocol.errors import Fault, TkmsError
 from protocol.rng import os_rng
@@ -60,10 +63,6 @@ class NodeInitError(TkmsError):
     """``node init`` refused (fault CONFIG: the operator's arguments or data dir)."""
 
     fault = Fault.CONFIG
-
-
-class NotServing(TkmsError):
-    """``node run`` got as far as it can before the transport exists."""
 
 
 def register(sub: Any) -> None:
@@ -214,26 +213,15 @@ def run_init(args: argparse.Namespace) -> int:
     return 0
 
 
-async def run_node(config: NodeConfig, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """The node process: config -> HSM -> entropy -> identity -> serve."""
-    async with open_hsm(config) as hsm, open_entropy(hsm):
-        identity = await unseal_identity(hsm, name=config.name, data_dir=config.data_dir)
-        log.info(
-            "node %s: token %s open, identity %s unsealed",
-            config.name,
-            config.token_label,
-            identity.public.noise_public_key.hex(),
-        )
-        # TODO(transport): open_store(...) with the manifest's cluster id and this node's
-        # index, then serve_rpc(...) on config.listen, task_status.started() once bound.
-        raise NotServing("the node's RPC listener is not built yet (node/transport.py)")
-
-
 def run_run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     config = load_config(args.config)
     try:
-        trio.run(run_node, config)
+        run_node_process(config)
     except TkmsError as exc:
         log.error("node refuses to start: %s", exc)
         raise

@@ -31,6 +31,7 @@ from coordinator.backend import (
     KeyExists,
     KeyNotActive,
     NotEnoughSigners,
+    NotImplementedYet,
     SignResult,
     UnknownKey,
 )
@@ -83,6 +84,8 @@ def error_from_backend(exc: TkmsError) -> ApiError:
         return ApiError(
             502, "ceremony_aborted", str(exc), keyId=exc.key_id, missed=list(exc.missed)
         )
+    if isinstance(exc, NotImplementedYet):
+        return ApiError(501, "not_implemented", str(exc))
     if exc.fault is Fault.CLIENT:
         return ApiError(400, "bad_request", str(exc))
     if exc.fault is Fault.PEER:
