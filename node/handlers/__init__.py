@@ -43,7 +43,7 @@ from protocol.manifest import Manifest, NodeEntry
 from protocol.rpc import Method
 
 # Areas served by every node; later modules (dkg, signing) append themselves here.
-HANDLER_MODULES: tuple[str, ...] = ("node.handlers.status",)
+HANDLER_MODULES: tuple[str, ...] = ("node.handlers.status", "node.handlers.dkg")
 
 
 @dataclass(frozen=True, slots=True)
