@@ -28,6 +28,7 @@ import trio
 
 from coordinator.auth import ApiKeyStore
 from coordinator.config import CoordinatorConfig
+from coordinator.dkg import DkgConfig
 from coordinator.http import http_config_for, serve_http
 from coordinator.metrics import Registry
 from coordinator.service import ServiceConfig, open_service
@@ -139,7 +140,13 @@ async def serve_coordinator(
         open_session_manager(
             endpoints, identity=identity, cluster_id=manifest.cluster_id, config=session_config
         ) as sessions,
-        open_service(manifest, sessions, config=service_config) as service,
+        open_service(
+            manifest,
+            sessions,
+            config=service_config,
+            name=config.name,
+            dkg_config=DkgConfig(phase_timeout_s=config.dkg_phase_timeout_s),
+        ) as service,
         trio.open_nursery() as nursery,
     ):
         try:
