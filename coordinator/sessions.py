@@ -143,7 +143,7 @@ class NodeStatistics:
     up: bool
     sessions: int  # sessions that reached "up"
     failures: int  # dials or sessions that ended in an error
-    last_error: str | None
+    last_error: str | None  # the most recent failure (kept after a later success)
 
 
 class _Slot:
@@ -162,31 +162,33 @@ class _Session:
         self.node = node
         self.stream = stream
         self.conn = conn
-        self.wake_writer = trio.Event()
+        self.sending = False  # a task is inside push()
         self.slots: dict[int, _Slot] = {}
         self.room = trio.lowlevel.ParkingLot()  # callers waiting for a free in-flight slot
         self.closed: str | None = None  # why the session ended
         self.scope: trio.CancelScope | None = None  # the session's nursery
 
-    def kick(self) -> None:
-        """Wake the writer: the connection has bytes to send."""
-        self.wake_writer.set()
-
-    async def writer(self) -> None:
-        """The one task that writes: everything queued since its last send goes out in
-        one ``send_all``; a failure ends the session."""
-        while True:
-            data = self.conn.data_to_send()
-            if not data:
-                await self.wake_writer.wait()
-                self.wake_writer = trio.Event()
-                continue
-            try:
-                with trio.fail_after(self.node.config.send_timeout_s):
-                    await self.stream.send_all(data)
-            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self.end(f"send failed: {exc or type(exc).__name__}")
-                return
+    async def push(self) -> None:
+        """Send what is queued, unless another task is sending already (that task
+        drains the queue before it stops). The write is shielded from the caller's
+        cancellation (a timed-out call never cuts a frame in half) and bounded by
+        ``send_timeout_s``; a failure ends the session."""
+        if self.sending:
+            return
+        data = self.conn.data_to_send()
+        if not data:
+            return
+        self.sending = True
+        try:
+            with trio.CancelScope(shield=True):
+                while data:
+                    with trio.fail_after(self.node.config.send_timeout_s):
+                        await self.stream.send_all(data)
+                    data = self.conn.data_to_send()
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.end(f"send failed: {exc or type(exc).__name__}")
+        finally:
+            self.sending = False
 
     async def receive(self) -> bool:
         """Read once and deliver the events; False once the peer has closed."""
@@ -205,7 +207,7 @@ class _Session:
                 slot.error = InvalidResult(f"{self.node.endpoint.name}.result", event.reason)
             slot.done.set()
         self.room.unpark_all()
-        self.kick()
+        await self.push()
         return True
 
     def end(self, reason: str) -> None:
@@ -229,8 +231,8 @@ class _Session:
             raise NodeUnavailable(self.node.endpoint.name, self.closed or "session ending")
         request_id = self.conn.send_request(method, params)  # LocalSchemaError: our bug
         slot = self.slots[request_id] = _Slot()
-        self.kick()
         try:
+            await self.push()
             await slot.done.wait()
         finally:
             if not slot.done.is_set():  # cancelled (timeout): drop the late answer
@@ -400,12 +402,10 @@ class SessionManager:
         try:
             async with trio.open_nursery() as nursery:
                 session.scope = nursery.cancel_scope
-                nursery.start_soon(session.writer)
                 reason = await _guarded(self._handshake(session))
                 if reason is None:
                     came_up = True
                     node.sessions += 1
-                    node.last_error = None
                     node.set_session(session)
                     log.info(
                         "session up with %s (%s:%d)", endpoint.name, endpoint.host, endpoint.port
@@ -426,7 +426,7 @@ class SessionManager:
         return came_up
 
     async def _handshake(self, session: _Session) -> str:
-        session.kick()
+        await session.push()
         with trio.fail_after(self._config.handshake_timeout_s):
             while session.conn.phase is not Phase.OPEN:
                 if not await session.receive():

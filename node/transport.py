@@ -25,6 +25,7 @@ the peer's address, its public key and the reason, never key material or payload
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -179,43 +180,56 @@ class _ServerSession:
             methods=[r.method for r in listener.routes.values()],
             limits=listener.config.limits,
         )
-        self.wake_writer = trio.Event()
+        self.sending = False  # a task is inside _push
+        self.send_failed = False  # the stream may hold half a frame: send nothing more
         self.close_reason: str | None = None
         self.nursery: trio.Nursery | None = None
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
-            nursery.start_soon(self._writer)
             reason = await self._read_loop(nursery)
             self.close_reason = self.close_reason or reason
             nursery.cancel_scope.cancel()
+        await self._last_words()
         if self.close_reason is None:
             log.info("connection from %s closed by the peer", self.peer)
         else:
             log.warning("closing connection from %s: %s", self.peer, self.close_reason)
 
-    def _kick(self) -> None:
-        """Wake the writer: the connection has bytes to send."""
-        self.wake_writer.set()
+    async def _push(self) -> None:
+        """Send what is queued, unless another task is sending already (that task
+        drains the queue before it stops, so bytes queued meanwhile go out with the
+        next write). The write is shielded from the caller's cancellation, so a frame
+        is never cut in half, and bounded by ``send_timeout_s``."""
+        if self.sending:
+            return
+        data = self.conn.data_to_send()
+        if not data:
+            return
+        self.sending = True
+        try:
+            with trio.CancelScope(shield=True):
+                while data:
+                    with trio.fail_after(self.config.send_timeout_s):
+                        await self.stream.send_all(data)
+                    data = self.conn.data_to_send()
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.send_failed = True
+            self.close_reason = self.close_reason or f"send failed: {exc or type(exc).__name__}"
+            if self.nursery is not None:
+                self.nursery.cancel_scope.cancel()
+        finally:
+            self.sending = False
 
-    async def _writer(self) -> None:
-        """The one task that writes: everything queued since its last send goes out in
-        one ``send_all`` (responses finishing together share a syscall)."""
-        while True:
-            data = self.conn.data_to_send()
-            if not data:
-                await self.wake_writer.wait()
-                self.wake_writer = trio.Event()
-                continue
-            try:
-                with trio.fail_after(self.config.send_timeout_s):
+    async def _last_words(self) -> None:
+        """Best effort: send what is still queued (e.g. our hello, which tells a peer of
+        another version why it is refused), unless a send failed halfway."""
+        data = self.conn.data_to_send()
+        if data and not self.send_failed:
+            with trio.move_on_after(min(1.0, self.config.send_timeout_s)):
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await self.stream.send_all(data)
-            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self.close_reason = self.close_reason or f"send failed: {exc or type(exc).__name__}"
-                if self.nursery is not None:
-                    self.nursery.cancel_scope.cancel()
-                return
 
     async def _read_loop(self, nursery: trio.Nursery) -> str | None:
         """Returns the reason the connection must close (None: the peer closed it)."""
@@ -260,7 +274,7 @@ class _ServerSession:
                 log.info("session open with %s (key %s)", self.peer, event.remote_static.hex())
             elif isinstance(event, ConnectionClosed):
                 return False
-        self._kick()
+        await self._push()
         return True
 
     async def _serve_request(self, event: RequestReceived) -> None:
@@ -286,7 +300,7 @@ class _ServerSession:
         except Exception:
             log.exception("handler of %s failed", method)
             self._send_error(rid, ErrorCode.INTERNAL, "internal error")
-        self._kick()
+        await self._push()
 
     def _respond(self, request_id: int, method: str, result: Any) -> None:
         if self.conn.phase is not Phase.OPEN:

@@ -518,6 +518,6 @@ def _encode_checked(schema: Schema, value: Any, path: str, encode: Callable[[], 
         body: bytes = encode()
     except SchemaError as exc:
         raise LocalSchemaError(exc.field, exc.reason) from None
-    except TypeError as exc:  # a value canonical msgpack cannot encode
+    except (TypeError, ValueError, OverflowError) as exc:  # a value msgpack cannot encode
         raise LocalSchemaError(path, str(exc)) from None
     return body

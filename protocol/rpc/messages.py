@@ -10,9 +10,12 @@ Wire format (DESIGN.md §Transport):
   receiver's ``max_frame_bytes``).
 * transport plaintext: ``flag ‖ chunk`` with flag 0 (last chunk of a message) or 1
   (more chunks follow). A message is the concatenation of its chunks.
-* message: canonical msgpack (``protocol.canonical``) of one envelope:
-  request ``{id, method, params}``, response ``{id, result}`` or
-  ``{id, error: {code, message}}``.
+* message: msgpack of one envelope, decoded strictly (``unpack_strict``: UTF-8
+  strings, str map keys, no duplicate keys, no extension types, nothing after the
+  value): request ``{id, method, params}``, response ``{id, result}`` or
+  ``{id, error: {code, message}}``. Not the canonical form of
+  ``protocol.canonical``: nothing here is signed, and canonical checking cost a
+  third of a round trip; schemas then check every value.
 * handshake payloads: message 1 empty; message 2 (responder) and 3 (initiator)
   carry the sender's ``Limits`` as canonical msgpack.
 """
@@ -22,7 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.canonical import decode_canonical, encode_canonical
+import msgpack
+
+from protocol.canonical import decode_canonical
 from protocol.errors import DecodeError
 from protocol.rpc.errors import FrameError, LocalSchemaError, ProtocolViolation, SchemaError
 from protocol.rpc.schema import Int, Str, Struct
@@ -132,26 +137,73 @@ class ResponseEnvelope:
     error: tuple[int, str] | None = None  # (code, message)
 
 
+def _pack(value: Any) -> bytes:
+    """msgpack of ``value`` (already schema-checked by the caller).
+
+    Raises:
+        TypeError, ValueError, OverflowError: a value msgpack cannot encode.
+    """
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
+
+
 def encode_request(request_id: int, method: str, params: Any) -> bytes:
-    return encode_canonical({"id": request_id, "method": method, "params": params})
+    return _pack({"id": request_id, "method": method, "params": params})
 
 
 def encode_result(request_id: int, result: Any) -> bytes:
-    return encode_canonical({"id": request_id, "result": result})
+    return _pack({"id": request_id, "result": result})
 
 
 def encode_error(request_id: int, code: int, message: str) -> bytes:
     message = message[:MAX_ERROR_MESSAGE]
-    return encode_canonical({"id": request_id, "error": {"code": code, "message": message}})
+    return _pack({"id": request_id, "error": {"code": code, "message": message}})
+
+
+def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise ValueError("duplicate map key")
+    return value
+
+
+def _no_extensions(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code}")
+
+
+def unpack_strict(data: bytes, *, field: str, max_len: int) -> Any:
+    """Decode one msgpack value strictly (see the module docstring).
+
+    Raises:
+        ProtocolViolation: too long, malformed, trailing bytes, invalid UTF-8,
+            non-string map keys, duplicate keys or an extension type.
+    """
+    if len(data) > max_len:
+        raise ProtocolViolation(field, f"{len(data)} bytes exceeds the limit of {max_len}")
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            object_pairs_hook=_unique_keys,
+            ext_hook=_no_extensions,
+        )
+    except (
+        ValueError,
+        TypeError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+        msgpack.OutOfData,
+    ) as exc:
+        raise ProtocolViolation(field, f"not valid msgpack ({type(exc).__name__})") from None
 
 
 def _decode_map(data: bytes, max_len: int) -> dict[str, Any]:
-    try:
-        value = decode_canonical(data, field="message", max_len=max_len)
-    except DecodeError as exc:
-        raise ProtocolViolation("message", exc.reason) from None
-    if not isinstance(value, dict):
-        raise ProtocolViolation("message", "must be a map")
+    value = unpack_strict(data, field="message", max_len=max_len)
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ProtocolViolation("message", "must be a map with string keys")
     return value
 
 
@@ -159,7 +211,7 @@ def decode_request(data: bytes, *, max_len: int) -> RequestEnvelope:
     """A request envelope; params are checked later, against the method's schema.
 
     Raises:
-        ProtocolViolation: not canonical msgpack, or not ``{id, method, params}``.
+        ProtocolViolation: not strict msgpack, or not ``{id, method, params}``.
     """
     value = _decode_map(data, max_len)
     if set(value) != {"id", "method", "params"}:
@@ -178,7 +230,7 @@ def decode_response(data: bytes, *, max_len: int) -> ResponseEnvelope:
     """A response envelope; the result is checked later, against the method's schema.
 
     Raises:
-        ProtocolViolation: not canonical msgpack, or not ``{id, result}`` /
+        ProtocolViolation: not strict msgpack, or not ``{id, result}`` /
             ``{id, error: {code, message}}``.
     """
     value = _decode_map(data, max_len)

@@ -3,7 +3,7 @@ handler runs (server) and on every result (client).
 
 A schema is a small frozen value; ``check(value, path)`` returns the value or raises
 ``SchemaError`` naming the path of the first offending field (``params.items[3]``).
-Values are what canonical msgpack decodes to: None, bool, int, bytes, str, lists and
+Values are what msgpack decodes to: None, bool, int, bytes, str, lists and
 str-keyed dicts (tuples are accepted where lists are, for the sending side).
 
     SIGN = Method(

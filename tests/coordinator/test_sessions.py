@@ -3,8 +3,10 @@ pinning, reconnect after a restart, typed call errors, the in-flight cap, keepal
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec
 
 import pytest
 import trio
@@ -115,11 +117,31 @@ class Node:
         self.scope.cancel()
 
 
+P = ParamSpec("P")
+
+
+def fail_after(
+    seconds: float,
+) -> Callable[[Callable[P, Awaitable[None]]], Callable[P, Awaitable[None]]]:
+    """Every I/O test runs under trio.fail_after: a hang fails instead of blocking."""
+
+    def decorate(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
+        @functools.wraps(test)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+            with trio.fail_after(seconds):
+                await test(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
 @pytest.fixture(autouse=True)
 def _log_level(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="tkms")
 
 
+@fail_after(20)
 async def test_dials_every_node_and_calls_them(nursery: trio.Nursery) -> None:
     a, b = Node("a"), Node("b")
     await a.start(nursery)
@@ -137,6 +159,7 @@ async def test_dials_every_node_and_calls_them(nursery: trio.Nursery) -> None:
                 await sessions.call("c", ECHO, {"data": b""})
 
 
+@fail_after(20)
 async def test_only_the_pinned_key_of_that_node_is_accepted(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -164,6 +187,7 @@ async def test_only_the_pinned_key_of_that_node_is_accepted(
     )
 
 
+@fail_after(20)
 async def test_reconnects_after_the_listener_restarts(nursery: trio.Nursery) -> None:
     node = Node("n")
     await node.start(nursery)
@@ -197,6 +221,7 @@ async def test_reconnects_after_the_listener_restarts(nursery: trio.Nursery) -> 
             assert stats.sessions == 2 and stats.failures >= 2
 
 
+@fail_after(20)
 async def test_typed_call_errors(nursery: trio.Nursery) -> None:
     node = Node("n")
     await node.start(nursery)
@@ -223,6 +248,7 @@ async def test_typed_call_errors(nursery: trio.Nursery) -> None:
             assert sessions.statistics()["n"].sessions == 1
 
 
+@fail_after(20)
 async def test_calls_above_the_nodes_in_flight_cap_wait_for_a_slot(nursery: trio.Nursery) -> None:
     node = Node("n", max_in_flight=2)
     await node.start(nursery)
@@ -244,6 +270,7 @@ async def test_calls_above_the_nodes_in_flight_cap_wait_for_a_slot(nursery: trio
             assert done == 8 and node.peak == 2
 
 
+@fail_after(20)
 async def test_a_node_that_stops_answering_is_detected_by_the_keepalive(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -5,10 +5,11 @@ session on the same listener keeps working."""
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec
 
 import pytest
 import trio
@@ -200,6 +201,25 @@ def closing_reasons(caplog: pytest.LogCaptureFixture, client_port: int) -> list[
     ]
 
 
+P = ParamSpec("P")
+
+
+def fail_after(
+    seconds: float,
+) -> Callable[[Callable[P, Awaitable[None]]], Callable[P, Awaitable[None]]]:
+    """Every I/O test runs under trio.fail_after: a hang fails instead of blocking."""
+
+    def decorate(test: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
+        @functools.wraps(test)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+            with trio.fail_after(seconds):
+                await test(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
 @pytest.fixture(autouse=True)
 def _log_level(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="tkms")
@@ -208,6 +228,7 @@ def _log_level(caplog: pytest.LogCaptureFixture) -> None:
 # -- the good path and the RPC rules ------------------------------------------------------
 
 
+@fail_after(10)
 async def test_calls_and_builtin_ping(server: Server) -> None:
     with trio.fail_after(5):
         client = await RawClient.connect(server.port)
@@ -221,6 +242,7 @@ async def test_calls_and_builtin_ping(server: Server) -> None:
         await client.aclose()
 
 
+@fail_after(10)
 async def test_schema_violation_is_answered_and_the_handler_never_runs(server: Server) -> None:
     with trio.fail_after(5):
         client = await RawClient.connect(server.port)
@@ -237,6 +259,7 @@ async def test_schema_violation_is_answered_and_the_handler_never_runs(server: S
         await client.aclose()
 
 
+@fail_after(10)
 async def test_per_request_deadline(server: Server) -> None:
     with trio.fail_after(5):
         client = await RawClient.connect(server.port)
@@ -249,6 +272,7 @@ async def test_per_request_deadline(server: Server) -> None:
         await client.aclose()
 
 
+@fail_after(10)
 async def test_requests_in_flight_cap(server: Server) -> None:
     with trio.fail_after(5):
         client = await RawClient.connect(server.port)
@@ -267,6 +291,7 @@ async def test_requests_in_flight_cap(server: Server) -> None:
         await client.aclose()
 
 
+@fail_after(10)
 async def test_handler_failures_become_error_responses(
     server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -293,6 +318,7 @@ async def test_handler_failures_become_error_responses(
 # -- refusals before any RPC -------------------------------------------------------------
 
 
+@fail_after(10)
 async def test_unknown_static_key_is_refused_before_any_rpc(
     server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -306,6 +332,7 @@ async def test_unknown_static_key_is_refused_before_any_rpc(
     assert server.handlers.ran == []
 
 
+@fail_after(10)
 async def test_other_cluster_is_refused_before_any_rpc(
     server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -323,6 +350,7 @@ async def test_other_cluster_is_refused_before_any_rpc(
     assert server.handlers.ran == []
 
 
+@fail_after(10)
 async def test_other_version_is_refused_before_the_handshake(
     server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -342,6 +370,7 @@ async def test_other_version_is_refused_before_the_handshake(
 # -- timeouts and connection limits --------------------------------------------------------
 
 
+@fail_after(10)
 async def test_handshake_and_idle_timeouts(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -356,6 +385,7 @@ async def test_handshake_and_idle_timeouts(
     assert "idle for 0.6 s" in closing_reasons(caplog, idle.local_port)[0]
 
 
+@fail_after(10)
 async def test_connection_cap(nursery: trio.Nursery, caplog: pytest.LogCaptureFixture) -> None:
     srv = await start_server(nursery, ListenerConfig(max_connections=2))
     with trio.fail_after(5):
@@ -437,6 +467,7 @@ async def attack(port: int, plan: Plan) -> int:
     return client.local_port
 
 
+@fail_after(10)
 async def test_bad_bytes_in_every_phase_close_only_that_connection(
     server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:

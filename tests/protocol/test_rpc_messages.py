@@ -72,7 +72,15 @@ def test_envelope_strictness() -> None:
     with pytest.raises(ProtocolViolation):
         decode_response(encode_canonical({"id": 1, "result": 1, "error": None}), max_len=99)
     with pytest.raises(ProtocolViolation):
-        decode_response(b"\x82\xa6result\xc0\xa2id\x01", max_len=99)  # keys not sorted
+        decode_response(b"\x82\xa2id\x01\xa2id\x02", max_len=99)  # duplicate key
+    with pytest.raises(ProtocolViolation):
+        decode_response(b"\x82\xa2id\x01\xa6result\xd4\x05\x00", max_len=99)  # extension type
+    with pytest.raises(ProtocolViolation):
+        decode_response(encode_result(1, None) + b"\x00", max_len=99)  # trailing byte
+    with pytest.raises(ProtocolViolation):
+        decode_response(b"\x82\xa2id\x01\xa6result\xa2\xff\xfe", max_len=99)  # bad UTF-8
+    with pytest.raises(ProtocolViolation):
+        decode_response(b"\x82\xa2id\x01\x01\x02", max_len=99)  # integer map key
     with pytest.raises(ProtocolViolation):
         decode_response(encode_result(1, b"x" * 200), max_len=99)  # over the limit
 
