@@ -86,7 +86,12 @@ def _hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> byte
 
 
 def _share_key(
-    shared: bytes, ceremony: bytes, ephemeral: bytes, recipient_key: bytes, dealer: int, recipient: int
+    shared: bytes,
+    ceremony: bytes,
+    ephemeral: bytes,
+    recipient_key: bytes,
+    dealer: int,
+    recipient: int,
 ) -> bytes:
     info = (
         SHARE_KEY_LABEL
