@@ -268,17 +268,19 @@ def read_pid(layout: ClusterLayout, name: str) -> int | None:
         pid = int(path.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
+    cmdline = b""
+    for _ in range(50):  # a process in the middle of execve shows an empty cmdline
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            return None
+        if cmdline or state == "Z":
+            break
+        time.sleep(0.02)
     if b"cluster.cli" not in cmdline or str(layout.root).encode() not in cmdline:
         return None  # the pid was reused by an unrelated process
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
-    if stat.rsplit(")", 1)[1].split()[0] == "Z":
+    if state == "Z":
         return None  # a zombie: dead, not yet reaped
     return pid
 

@@ -25,13 +25,16 @@ Before a node's keys are read, its unfinished ceremonies are resolved
 abort), so a restarted coordinator finishes what its predecessor left. ``run_dkg``
 runs a ceremony (``coordinator.dkg``), one per key id at a time.
 
-``health()`` is cheap: session state and the registry, no fan-out. Signing raises
+``health()`` is cheap: session state and the registry, no fan-out. A node is "up"
+once its current session exists AND it passed ``node.status`` and ``keys.list`` on
+that session, so "every node up" also means the registry is rebuilt. Signing raises
 ``NotImplementedYet`` (HTTP 501) until the signing work replaces it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -88,10 +91,17 @@ class ServiceConfig:
 
     refresh_interval_s: float = 30.0  # full refresh of every node's keys
     watch_interval_s: float = 0.25  # how often newly-up sessions are looked for
+    retry_interval_s: float = 1.0  # a failed first refresh of a session is retried
     call_timeout_s: float = 5.0  # per node.status / keys.list call
 
     def __post_init__(self) -> None:
-        if min(self.refresh_interval_s, self.watch_interval_s, self.call_timeout_s) <= 0:
+        times = (
+            self.refresh_interval_s,
+            self.watch_interval_s,
+            self.retry_interval_s,
+            self.call_timeout_s,
+        )
+        if min(times) <= 0:
             raise ValueError("ServiceConfig times must be positive")
 
 
@@ -231,15 +241,19 @@ class CoordinatorService:
         self.recovery = DkgRecovery(self.dkg)
         self.registry = KeyRegistry(manifest, verify_key or self.recovery.verify_key)
         self._node_errors: dict[str, str] = {}  # node -> why it is not usable
-        self._seen_sessions: dict[str, int] = {}  # node -> sessions already refreshed
+        self._ready: dict[str, int] = {}  # node -> session number last refreshed in full
+        self._last_try: dict[str, float] = {}  # node -> when its last refresh started
         self._refresh_lock = trio.Lock()
 
     # -- keeping the registry current ------------------------------------------------
 
     async def refresh_node(self, name: str) -> None:
-        """Ask one node who it is and which keys it holds; record any refusal."""
+        """Ask one node who it is and which keys it holds; record any refusal. The
+        node counts as up (``health``) once this succeeded on its current session."""
         entry = self.manifest.node(name)
         timeout = self.config.call_timeout_s
+        session_no = self.sessions.statistics()[name].sessions
+        self._last_try[name] = trio.current_time()
         try:
             raw = await self.sessions.call(name, node_api.NODE_STATUS, {}, timeout=timeout)
             status = node_api.NodeStatus.from_wire(raw)
@@ -256,6 +270,7 @@ class CoordinatorService:
             return
         self._node_errors.pop(name, None)
         await self.registry.update(name, reports)
+        self._ready[name] = session_no
         log.info("node %s: %d key(s)", name, len(reports))
 
     async def _fetch_keys(self, name: str) -> list[node_api.PublicKeyMetadata]:
@@ -278,15 +293,19 @@ class CoordinatorService:
                 nursery.start_soon(self.refresh_node, name)
 
     async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Refresh a node each time its session comes up, and all of them periodically."""
+        """Refresh a node each time its session comes up (retrying every
+        ``retry_interval_s`` until it succeeds), and all of them periodically."""
         task_status.started()
         next_full = trio.current_time() + self.config.refresh_interval_s
         while True:
-            fresh = []
-            for name, st in self.sessions.statistics().items():
-                if st.up and self._seen_sessions.get(name) != st.sessions:
-                    self._seen_sessions[name] = st.sessions
-                    fresh.append(name)
+            now = trio.current_time()
+            fresh = [
+                name
+                for name, st in self.sessions.statistics().items()
+                if st.up
+                and self._ready.get(name) != st.sessions
+                and now - self._last_try.get(name, -math.inf) >= self.config.retry_interval_s
+            ]
             if fresh:
                 async with trio.open_nursery() as nursery:
                     for name in sorted(fresh):
@@ -304,8 +323,14 @@ class CoordinatorService:
         for entry in self.manifest.nodes:
             st = stats[entry.name]
             problem = self._node_errors.get(entry.name)
-            up = st.up and problem is None
-            detail = problem or ("" if st.up else (st.last_error or "no session yet"))
+            ready = self._ready.get(entry.name) == st.sessions
+            up = st.up and ready and problem is None
+            if problem:
+                detail = problem
+            elif not st.up:
+                detail = st.last_error or "no session yet"
+            else:
+                detail = "" if ready else "session up; identity and keys not checked yet"
             nodes.append(NodeHealth(name=entry.name, up=up, detail=detail))
         up_names = {n.name for n in nodes if n.up}
         keys = []

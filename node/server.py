@@ -3,6 +3,9 @@
 ``open_node(config)`` brings a node up in a fixed order and refuses to start (a
 typed error, nothing left open) when anything is off:
 
+0. no other process runs on this data dir (an exclusive ``flock`` on
+   ``<data_dir>/node.lock``, held until exit and released by the kernel even after a
+   SIGKILL): two writers would fork the audit log's hash chain;
 1. the manifest (``config.manifest``) lists this node by name and at least one
    coordinator;
 2. the HSM opens: module present, token found by label, user PIN accepted;
@@ -23,11 +26,15 @@ connection, records ``node.stop`` and closes the audit log, the store and the HS
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
 
@@ -47,6 +54,7 @@ from protocol.rpc import ErrorCode, RpcError
 log = logging.getLogger("tkms.node")
 
 AUDIT_LOG_FILE = "audit.log"
+LOCK_FILE = "node.lock"
 
 
 class NodeStartupError(TkmsError):
@@ -109,9 +117,41 @@ def check_identity(identity: NodeIdentity, entry: NodeEntry, config: NodeConfig)
             )
 
 
+@contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the data dir (``NodeStartupError`` if another process
+    has it). The lock file holds the owner's pid, for the error message."""
+    path = data_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise NodeStartupError(f"cannot open {path}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise NodeStartupError(
+                f"another node process (pid {owner}) is running on data dir {data_dir}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)  # releases the lock
+
+
 @asynccontextmanager
 async def open_node(config: NodeConfig) -> AsyncIterator[NodeContext]:
     """Bring up every resource of the node in order (see the module header)."""
+    with data_dir_lock(config.data_dir):
+        async with _open_node(config) as ctx:
+            yield ctx
+
+
+@asynccontextmanager
+async def _open_node(config: NodeConfig) -> AsyncIterator[NodeContext]:
     manifest, entry = load_manifest_entry(config)
     if parse_listen(config.listen, "listen")[1] != entry.port:
         log.warning(

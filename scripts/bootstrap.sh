@@ -6,7 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-command -v softhsm2-util >/dev/null 2>&1 || need_apt+=(softhsm2)
+# the tests and `tkms node init` use softhsm2-util and the module at the Debian path
+SOFTHSM_MODULE=/usr/lib/softhsm/libsofthsm2.so
+if ! command -v softhsm2-util >/dev/null 2>&1 || [ ! -f "$SOFTHSM_MODULE" ]; then
+    need_apt+=(softhsm2)
+fi
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
     if [ "$(id -u)" = 0 ]; then
@@ -17,6 +21,11 @@ if ((${#need_apt[@]})); then
         echo "tkms: please install ${need_apt[*]} first: sudo apt-get install -y ${need_apt[*]}" >&2
         exit 1
     fi
+fi
+
+if ! command -v softhsm2-util >/dev/null 2>&1 || [ ! -f "$SOFTHSM_MODULE" ]; then
+    echo "tkms: softhsm2 is installed but softhsm2-util or $SOFTHSM_MODULE is missing" >&2
+    exit 1
 fi
 
 python3 - <<'PY'

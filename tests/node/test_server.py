@@ -131,11 +131,16 @@ def node_dir(tmp_path_factory: pytest.TempPathFactory) -> NodeDir:
     manifest = Manifest(
         cluster_id=os.urandom(16),
         nodes=(
-            NodeEntry(1, "node1", f"127.0.0.1:{port}", bytes.fromhex(info["noisePublicKey"]),
-                      bytes.fromhex(info["ed25519PublicKey"])),
+            NodeEntry(
+                1,
+                "node1",
+                f"127.0.0.1:{port}",
+                bytes.fromhex(info["noisePublicKey"]),
+                bytes.fromhex(info["ed25519PublicKey"]),
+            ),
             NodeEntry(2, "node2", "127.0.0.1:9", others[0], others[1]),
             NodeEntry(3, "node3", "127.0.0.1:10", others[2], others[3]),
-        ),  # fmt: skip
+        ),
         coordinators=(CoordinatorEntry("coordinator", coordinator.public),),
     )
     manifest_path.write_text(manifest.to_toml())
@@ -265,6 +270,18 @@ async def test_node_refuses_a_coordinator_key_it_does_not_pin(
                 refused += 1
                 await trio.sleep(0.1)
     assert f"peer static key {stranger.public.hex()} is not allowed" in log.read_text()
+
+
+def test_a_second_process_on_the_same_data_dir_is_refused(
+    node_dir: NodeDir, running: tuple[subprocess.Popen[bytes], Path]
+) -> None:
+    proc, _log = running
+    audit = (node_dir.data / "audit.log").read_bytes()
+    r = _cli("node", "run", "--config", str(node_dir.data / "node.toml"))
+    assert r.returncode == 2
+    assert f"another node process (pid {proc.pid}) is running on data dir" in r.stderr
+    assert (node_dir.data / "audit.log").read_bytes() == audit  # its chain stays intact
+    assert proc.poll() is None
 
 
 @pytest.mark.parametrize(
