@@ -257,6 +257,7 @@ class CeremonyRun:
             return self.driver.node_failed(j, answer.error, now=now)
         if answer.step.message is None:
             return []  # e.g. a node with nothing to justify
+        live = len(self.driver.live)
         try:
             outputs = self.driver.receive(j, answer.step.message, now=now)
         except DkgStateError as exc:
@@ -267,9 +268,10 @@ class CeremonyRun:
                 return []
             return self.driver.node_failed(j, f"invalid message: {exc}", now=now)
         self._answered += 1
-        if self.driver.phase is phase:
-            count = f"{self._answered}/{len(self.driver.live)}"
-            self.progress.add(f"{self._name(j)} answered ({count})")
+        if phase is DriverPhase.JUSTIFY:
+            self.progress.add(f"{self._name(j)} answered the complaints against it")
+        else:
+            self.progress.add(f"{self._name(j)} answered ({self._answered}/{live})")
         return outputs
 
     async def _worker(

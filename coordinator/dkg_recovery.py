@@ -98,7 +98,9 @@ class DkgRecovery:
         return st.idle_ms / 1000 >= self.dkg.config.stale_after_s
 
     async def recover_node(self, name: str) -> list[str]:
-        """Resolve every orphaned ceremony ``name`` reports; the key ids resolved."""
+        """Resolve every orphaned ceremony ``name`` reports, and retry the deferred
+        ones (the node that is back may be the one they waited for); the key ids
+        resolved."""
         try:
             raw = await self.sessions.call(name, node_api.DKG_STATE, {}, timeout=CALL_TIMEOUT_S)
             states = [node_api.CeremonyState.from_wire(c) for c in raw["ceremonies"]]
@@ -106,7 +108,8 @@ class DkgRecovery:
             log.warning("dkg.state of %s failed: %s", name, exc)
             return []
         done = []
-        for key_id in sorted({st.key_id for st in states if self._orphaned(st)}):
+        orphaned = {st.key_id for st in states if self._orphaned(st)}
+        for key_id in sorted(orphaned | set(self.deferred)):  # a node is back: retry
             if not self.dkg.claim(key_id):
                 continue
             try:

@@ -189,6 +189,10 @@ class DkgNode:
 
     # ------------------------------------------------------------------ helpers
 
+    def make_participant(self, config: ParticipantConfig) -> Participant:
+        """A new participant (tests override this to play a byzantine node)."""
+        return Participant(config, rng=self.ctx.entropy)
+
     async def _blocked_key_ids(self) -> frozenset[str]:
         """Key ids a new ceremony may not use: any key the store would refuse to
         overwrite (all but those whose every earlier version was pending)."""
@@ -329,7 +333,7 @@ class DkgNode:
                 used_ceremony_ids=frozenset(self.used),
                 phase_timeout_s=max(MIN_NODE_PHASE_S, PHASE_FACTOR * coordinator_s),
             )
-            participant = Participant(config, rng=self.ctx.entropy)
+            participant = self.make_participant(config)
             await self.ctx.entropy.reserve(ENTROPY_DRAWS)
             result = participant.start(proposal, now=trio.current_time())
             live = Live(
@@ -495,8 +499,8 @@ def _ms(seconds: float) -> int:
     return max(0, int(seconds * 1000))
 
 
-def register(registry: HandlerRegistry, ctx: NodeContext) -> None:
-    node = DkgNode(ctx)
+def add_handlers(registry: HandlerRegistry, node: DkgNode) -> None:
+    """Serve ``node``'s ``dkg.*`` methods and run its timer (also used by tests)."""
     registry.background(node.run)
     registry.add(node_api.DKG_OPEN, node.open)
     for name in _STEPS:
@@ -506,3 +510,7 @@ def register(registry: HandlerRegistry, ctx: NodeContext) -> None:
     registry.add(node_api.DKG_ABORT, node.abort)
     registry.add(node_api.DKG_STATE, node.state)
     registry.add(node_api.DKG_TRANSCRIPT, node.transcript)
+
+
+def register(registry: HandlerRegistry, ctx: NodeContext) -> None:
+    add_handlers(registry, DkgNode(ctx))
