@@ -147,6 +147,29 @@ class FakeNode:
     routes: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]
 
 
+async def handle(
+    handler: Callable[[dict[str, Any]], Awaitable[Any]],
+    node_name: str,
+    method: Method,
+    params: dict[str, Any],
+) -> Any:
+    """Run one handler as ``node.transport`` serves it: params and result checked
+    against the method's schemas, errors turned into the ``RemoteError`` a caller sees."""
+    method.params.check(params, "params")
+    try:
+        result = await handler(params)
+    except RpcError as exc:
+        raise RemoteError(node_name, exc.code, exc.message) from None
+    except TkmsError as exc:
+        if exc.fault in (Fault.CLIENT, Fault.PEER):
+            raise RemoteError(node_name, ErrorCode.BAD_REQUEST, str(exc)) from None
+        raise RemoteError(node_name, ErrorCode.INTERNAL, "internal error") from None
+    except Exception:  # a crash inside the handler: the transport says INTERNAL
+        raise RemoteError(node_name, ErrorCode.INTERNAL, "internal error") from None
+    method.result.check(result, "result")
+    return result
+
+
 def _routes(dkg: DkgNode) -> dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]:
     registry = HandlerRegistry()
     add_handlers(registry, dkg)
@@ -227,7 +250,6 @@ class FakeCluster:
         *,
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> Any:
-        method.params.check(params, "params")
         limit = 30.0 if timeout is None else timeout
         with trio.move_on_after(limit):
             if node_name not in self.up:
@@ -238,17 +260,8 @@ class FakeCluster:
             if node_name not in self.up:
                 raise NodeUnavailable(node_name, "died")
             handler = self.nodes[node_name].routes[method.name]
-            try:
-                result = await handler(params)
-            except RpcError as exc:
-                raise RemoteError(node_name, exc.code, exc.message) from None
-            except TkmsError as exc:
-                if exc.fault in (Fault.CLIENT, Fault.PEER):
-                    raise RemoteError(node_name, ErrorCode.BAD_REQUEST, str(exc)) from None
-                raise RemoteError(node_name, ErrorCode.INTERNAL, "internal error") from None
-            except Exception:  # a crash inside the handler: the transport says INTERNAL
-                raise RemoteError(node_name, ErrorCode.INTERNAL, "internal error") from None
-            method.result.check(result, "result")
+            with trio.CancelScope(shield=True):  # a node finishes what it started
+                result = await handle(handler, node_name, method, params)
             if self.after is not None:
                 await self.after(node_name, method, params)
             if node_name not in self.up:
