@@ -344,6 +344,9 @@ class DkgNode:
                 raise _refuse(node_api.DKG_BUSY, f"a ceremony for {key_id} is in progress")
             blocked = await self._blocked_key_ids()
             if key_id in blocked:
+                status = (await self.ctx.store.get_metadata(key_id)).status
+                if status is KeyStatus.PENDING:  # an earlier ceremony awaits its end
+                    raise _refuse(node_api.DKG_BUSY, f"key {key_id} is pending on this node")
                 raise _refuse(node_api.DKG_KEY_EXISTS, f"key {key_id} exists on this node")
             coordinator_s = params["phase_timeout_ms"] / 1000
             config = ParticipantConfig(
