@@ -29,9 +29,10 @@ import trio
 
 from coordinator.auth import ApiKeyStore
 from coordinator.config import CoordinatorConfig
+from coordinator.dkg import DkgConfig
 from coordinator.http import http_config_for, serve_http
 from coordinator.metrics import Registry
-from coordinator.service import ServiceConfig
+from coordinator.service import ServiceConfig, accept_structurally_valid
 from coordinator.sessions import NodeEndpoint, SessionConfig, open_session_manager
 from coordinator.signer import SignerConfig, open_signing_service
 from protocol.errors import Fault, TkmsError
@@ -148,6 +149,8 @@ async def serve_coordinator(
             data_dir=config.data_dir,
             config=service_config,
             signer_config=SignerConfig(sign_timeout_s=config.sign_timeout_s),
+            dkg_config=DkgConfig(phase_timeout_s=config.dkg_phase_timeout_s),
+            verify_transcript=None if config.require_transcripts else accept_structurally_valid,
         ) as service,
         trio.open_nursery() as nursery,
     ):

@@ -5,9 +5,9 @@ sign_point / destroy_key`` (DESIGN.md "Signing").
 
 * Key check. Before a key enters the registry its public data must fit together
   (``protocol.group_key``: every t public shares interpolate to pk_g1 and
-  e(pk_g1, G2) = e(G1, pk_g2)); then ``verify_transcript`` runs — the hook where the
-  DKG work re-verifies the key's transcript. The aggregation key (``GroupKey``) is
-  kept per (key id, epoch, transcript hash, public key).
+  e(pk_g1, G2) = e(G1, pk_g2)); then ``verify_transcript`` runs (by default the
+  DKG's transcript re-verification, ``DkgRecovery.verify_key``). The aggregation
+  key (``GroupKey``) is kept per (key id, epoch, transcript hash, public key).
 * Sign. One ``sign.partial`` to every holder at once (``coordinator.fanout``; a node
   blamed within ``blame_cooldown_s`` is held in reserve: asked only once t is out of
   reach without it); partials go to an ``Aggregation`` in arrival order; as soon as
@@ -37,7 +37,10 @@ hash, outcome, signers, blamed and missing nodes) before the answer goes out.
 ``open_signing_service(manifest, sessions, name=..., data_dir=...)`` is what the
 coordinator process runs: the service with its audit log (``<data_dir>/audit.log``),
 its checkpoint store (``<data_dir>/checkpoints.log``), the registry watcher and the
-checkpoint relay (``coordinator.checkpoints``).
+checkpoint relay (``coordinator.checkpoints``). ``verify_transcript`` None re-verifies
+every key's DKG transcript (``coordinator.dkg_recovery``) after the public-data checks;
+``accept_structurally_valid`` serves keys on those checks alone (``require_transcripts =
+false`` in the coordinator config: keys dealt by the test dealer have no transcript).
 """
 
 from __future__ import annotations
@@ -65,12 +68,12 @@ from coordinator.backend import (
     UsageLimitExceeded,
 )
 from coordinator.checkpoints import CheckpointRelay
+from coordinator.dkg import DkgConfig
 from coordinator.fanout import Verdict, fan_out
 from coordinator.service import (
     CoordinatorService,
     KeyVerifier,
     ServiceConfig,
-    accept_structurally_valid,
 )
 from coordinator.sessions import SessionManager
 from protocol import node_api
@@ -160,13 +163,23 @@ class SigningService(CoordinatorService):
         audit: AuditLog | None = None,
         config: ServiceConfig | None = None,
         signer_config: SignerConfig | None = None,
-        verify_transcript: KeyVerifier = accept_structurally_valid,
+        verify_transcript: KeyVerifier | None = None,
+        name: str = "coordinator",
+        dkg_config: DkgConfig | None = None,
         rng: Rng = os_rng,
     ) -> None:
-        super().__init__(manifest, sessions, config=config, verify_key=self._verify_key)
+        super().__init__(
+            manifest,
+            sessions,
+            config=config,
+            verify_key=self._verify_key,
+            name=name,
+            dkg_config=dkg_config,
+        )
         self.signer_config = signer_config or SignerConfig()
         self.audit = audit
-        self._verify_transcript = verify_transcript
+        # None: the DKG's transcript re-verification (``coordinator.dkg_recovery``)
+        self._verify_transcript = verify_transcript or self.recovery.verify_key
         self._rng = rng
         self._index = {n.name: n.index for n in manifest.nodes}
         self._name = {n.index: n.name for n in manifest.nodes}
@@ -565,7 +578,8 @@ async def open_signing_service(
     data_dir: Path,
     config: ServiceConfig | None = None,
     signer_config: SignerConfig | None = None,
-    verify_transcript: KeyVerifier = accept_structurally_valid,
+    dkg_config: DkgConfig | None = None,
+    verify_transcript: KeyVerifier | None = None,
     checkpoint_interval_s: float = 2.0,
 ) -> AsyncIterator[SigningService]:
     """The coordinator's service while the block runs: its audit log
@@ -588,6 +602,8 @@ async def open_signing_service(
             config=config,
             signer_config=signer_config,
             verify_transcript=verify_transcript,
+            name=name,
+            dkg_config=dkg_config,
         )
         relay = CheckpointRelay(
             manifest,

@@ -31,6 +31,7 @@ from coordinator.backend import (
 )
 from coordinator.checkpoints import CheckpointRelay
 from coordinator.sessions import NodeStatistics, NodeUnavailable, RemoteError, Timeout
+from coordinator.service import accept_structurally_valid
 from coordinator.signer import SignerConfig, SigningService
 from protocol import node_api
 from protocol.aggregation import sign_partial
@@ -142,6 +143,8 @@ class FakeSessions:
                 bytes(node.ed25519.verify_key),
                 (),
             ).to_wire()
+        if method is node_api.DKG_STATE:
+            return {"ceremonies": []}
         if method is node_api.KEYS_LIST:
             meta = replace(self.meta, status=node.status)
             return {"keys": [meta.to_wire()], "more": False}
@@ -244,6 +247,7 @@ def run(
                 sessions,  # type: ignore[arg-type]
                 audit=audit,
                 signer_config=SignerConfig(sign_timeout_s=2.0, blame_cooldown_s=COOLDOWN),
+                verify_transcript=accept_structurally_valid,  # dealt keys: no transcript
                 rng=seeded_rng(b"batch"),
             )
             for name in NAMES:
