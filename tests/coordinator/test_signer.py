@@ -30,8 +30,8 @@ from coordinator.backend import (
     UsageLimitExceeded,
 )
 from coordinator.checkpoints import CheckpointRelay
-from coordinator.sessions import NodeStatistics, NodeUnavailable, RemoteError, Timeout
 from coordinator.service import accept_structurally_valid
+from coordinator.sessions import NodeStatistics, NodeUnavailable, RemoteError, Timeout
 from coordinator.signer import SignerConfig, SigningService
 from protocol import node_api
 from protocol.aggregation import sign_partial
