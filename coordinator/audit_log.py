@@ -11,8 +11,9 @@ coordinator's log is a convenience; its checkpoints are signed only if it is giv
 ``open_audit_log(config, signing_key=...)`` verifies the existing chain (``AuditLogCorrupt``
 if it does not), cuts a torn last line and records that, then records ``audit.open``;
 ``append`` fsyncs each record before returning and raises ``AuditLogUnavailable`` when
-it cannot (the request is then refused); ``open_checkpoint_store(path)`` stores peers'
-checkpoints after checking their signatures. File I/O runs through ``trio.to_thread``.
+it cannot (the request is then refused), ``append_many`` several with one fsync;
+``open_checkpoint_store(path)`` stores peers' checkpoints after checking their signatures.
+File I/O runs through ``trio.to_thread``.
 """
 
 from __future__ import annotations
@@ -133,6 +134,23 @@ class AuditLog:
     ) -> AuditRecord:
         """Write one record durably, or raise ``AuditLogUnavailable`` (refuse the operation).
         A record outside the allowlist raises ``AuditRecordError`` and writes nothing."""
+        entry = {
+            "event": event,
+            "outcome": outcome,
+            "client": client,
+            "key_id": key_id,
+            "msg_hash": msg_hash,
+            "signers": signers,
+            "extra": extra,
+        }
+        return (await self.append_many([entry], time_ms=time_ms))[0]
+
+    async def append_many(
+        self, entries: Sequence[Mapping[str, Any]], *, time_ms: int | None = None
+    ) -> list[AuditRecord]:
+        """Write several records (each a map of ``append``'s keyword arguments) with one
+        write and one fsync: all of them durably, or none and ``AuditLogUnavailable``.
+        One bad record (``AuditRecordError``) writes nothing."""
         timeout = self._config.write_timeout_s
         try:
             with trio.fail_after(timeout):
@@ -142,22 +160,20 @@ class AuditLog:
         try:
             if self._closed or self._broken is not None:
                 raise AuditLogUnavailable(f"audit log unavailable: {self._broken or 'closed'}")
-            pending = self._chain.prepare(
-                time=_now_ms() if time_ms is None else time_ms,
-                actor=self._config.actor,
-                event=event,
-                outcome=outcome,
-                client=client,
-                key_id=key_id,
-                msg_hash=msg_hash,
-                signers=signers,
-                extra=extra,
-            )
+            now = _now_ms() if time_ms is None else time_ms
+            scratch = AuditChain(self._chain.log_id, next_seq=self.next_seq, head=self.head)
+            pendings = []
+            for entry in entries:
+                pending = scratch.prepare(time=now, actor=self._config.actor, **entry)
+                scratch.commit(pending)
+                pendings.append(pending)
             good_size = self._file.size
             try:
                 with trio.fail_after(timeout):
                     await trio.to_thread.run_sync(
-                        self._file.append, pending.line, abandon_on_cancel=True
+                        self._file.append,
+                        b"".join(p.line for p in pendings),
+                        abandon_on_cancel=True,
                     )
             except trio.TooSlowError:
                 # The abandoned thread may still write: never touch this file again.
@@ -167,7 +183,7 @@ class AuditLog:
             except OSError as exc:
                 await self._restore(good_size, exc)
                 raise AuditLogUnavailable(f"audit log write failed: {exc.strerror}") from None
-            return self._chain.commit(pending)
+            return [self._chain.commit(p) for p in pendings]
         finally:
             self._lock.release()
 

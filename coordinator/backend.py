@@ -12,6 +12,9 @@ Added for the HTTP API (add, never rename): ``health()`` with ``Health`` /
 
 Added for the coordinator process: ``NotImplementedYet`` (501), raised by a backend
 for an operation it does not offer yet.
+
+Added for threshold signing: ``UsageLimitExceeded`` (429): the nodes' own usage limits
+for the key refuse the request.
 """
 
 from __future__ import annotations
@@ -127,6 +130,19 @@ class NotEnoughSigners(BackendError):
         self.needed = needed
         self.got = got
         self.missing = tuple(missing)
+
+
+class UsageLimitExceeded(BackendError):
+    """Enough nodes refused because the key reached their usage limit (HTTP 429)."""
+
+    fault: ClassVar[Fault] = Fault.CLIENT
+
+    def __init__(self, key_id: str, nodes: Sequence[str]) -> None:
+        super().__init__(
+            f"key {key_id!r} reached the usage limit of nodes {', '.join(nodes) or 'none'}"
+        )
+        self.key_id = key_id
+        self.nodes = tuple(nodes)
 
 
 class InvalidRequest(BackendError):

@@ -5,7 +5,8 @@ left open) unless its Noise key file is private (0600) and well formed, the mani
 lists this coordinator by name with exactly that key (the nodes would refuse it
 otherwise), and the API keys file loads. It then dials every node of the manifest
 (each pinned to its own Noise key; redial with backoff), runs the
-``CoordinatorService`` (registry rebuilt from the nodes) and serves the HTTP API on
+``SigningService`` (``coordinator.signer``: the registry rebuilt from the nodes,
+threshold signing, the audit log and the checkpoint relay) and serves the HTTP API on
 ``http_listen``. Setting ``shutdown`` stops the HTTP server and closes every session.
 ``run_coordinator_process`` is the ``tkms coordinator run`` entry (SIGTERM/SIGINT).
 
@@ -30,8 +31,9 @@ from coordinator.auth import ApiKeyStore
 from coordinator.config import CoordinatorConfig
 from coordinator.http import http_config_for, serve_http
 from coordinator.metrics import Registry
-from coordinator.service import ServiceConfig, open_service
+from coordinator.service import ServiceConfig
 from coordinator.sessions import NodeEndpoint, SessionConfig, open_session_manager
+from coordinator.signer import SignerConfig, open_signing_service
 from protocol.errors import Fault, TkmsError
 from protocol.manifest import Manifest, ManifestError, parse_manifest
 from protocol.noise import KeyPair, NoiseConfigError
@@ -139,7 +141,14 @@ async def serve_coordinator(
         open_session_manager(
             endpoints, identity=identity, cluster_id=manifest.cluster_id, config=session_config
         ) as sessions,
-        open_service(manifest, sessions, config=service_config) as service,
+        open_signing_service(
+            manifest,
+            sessions,
+            name=config.name,
+            data_dir=config.data_dir,
+            config=service_config,
+            signer_config=SignerConfig(sign_timeout_s=config.sign_timeout_s),
+        ) as service,
         trio.open_nursery() as nursery,
     ):
         try:

@@ -34,6 +34,7 @@ from coordinator.backend import (
     NotImplementedYet,
     SignResult,
     UnknownKey,
+    UsageLimitExceeded,
 )
 from coordinator.http import validation as v
 from coordinator.http.config import HttpConfig
@@ -78,6 +79,8 @@ def error_from_backend(exc: TkmsError) -> ApiError:
             got=exc.got,
             missing=list(exc.missing),
         )
+    if isinstance(exc, UsageLimitExceeded):
+        return ApiError(429, "usage_limit", str(exc), keyId=exc.key_id, nodes=list(exc.nodes))
     if isinstance(exc, InvalidRequest):
         return ApiError(400, "invalid_field", str(exc), field=exc.field)
     if isinstance(exc, CeremonyAborted):

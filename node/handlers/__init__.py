@@ -40,7 +40,11 @@ from protocol.manifest import Manifest, NodeEntry
 from protocol.rpc import Method
 
 # Areas served by every node; later modules (dkg, signing) append themselves here.
-HANDLER_MODULES: tuple[str, ...] = ("node.handlers.status",)
+HANDLER_MODULES: tuple[str, ...] = (
+    "node.handlers.status",
+    "node.handlers.signing",
+    "node.handlers.audit",
+)
 
 
 @dataclass(frozen=True, slots=True)
