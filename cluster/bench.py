@@ -10,7 +10,10 @@ import argparse
 import importlib
 from typing import Any
 
-BENCH_MODULES: tuple[str, ...] = ("cluster.bench_transport",)
+BENCH_MODULES: tuple[str, ...] = (
+    "cluster.bench_crypto",
+    "cluster.bench_transport",
+)
 
 
 def register(sub: Any) -> None:

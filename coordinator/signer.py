@@ -8,8 +8,9 @@ sign_point / destroy_key`` (DESIGN.md "Signing").
   e(pk_g1, G2) = e(G1, pk_g2)); then ``verify_transcript`` runs — the hook where the
   DKG work re-verifies the key's transcript. The aggregation key (``GroupKey``) is
   kept per (key id, epoch, transcript hash, public key).
-* Sign. One ``sign.partial`` to every holder at once (a node blamed recently is left
-  out for ``blame_cooldown_s`` unless fewer than t would remain); partials go to an
+* Sign. One ``sign.partial`` to every holder at once (a node blamed within
+  ``blame_cooldown_s`` is held in reserve: asked only once t is out of reach without
+  it); partials go to an
   ``Aggregation`` in arrival order; as soon as it is ``Done`` the other calls are
   cancelled (slow nodes are never waited for). A node whose partial failed its DLEQ
   proof is named in the log, the audit record and the ``partial failures`` metric,
@@ -32,6 +33,7 @@ hash, outcome, signers, blamed and missing nodes) before the answer goes out.
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -119,6 +121,14 @@ def _refusal(exc: BaseException | None) -> Refusal | None:
     return refusal_of(exc.code) if isinstance(exc, RpcError) else None
 
 
+class Verdict(enum.Enum):
+    """What a fan-out does after an answer."""
+
+    CONTINUE = "continue"
+    DONE = "done"
+    MORE = "more"  # t is out of reach with the nodes asked so far
+
+
 @dataclass(slots=True)
 class _Tally:
     """Who did not give a usable partial, and why (one request or one batch item)."""
@@ -188,14 +198,13 @@ class SigningService(CoordinatorService):
         until = self._cooling.get(name)
         return until is not None and trio.current_time() < until
 
-    def _targets(self, info: KeyInfo) -> tuple[list[str], _Tally]:
-        """The holders to ask, and a tally naming those left out (cooling down)."""
+    def _targets(self, info: KeyInfo) -> tuple[list[str], list[str], _Tally]:
+        """(holders to ask first, holders kept in reserve, tally). Holders blamed
+        recently are held in reserve: asked only if the others cannot reach t."""
         fresh = [h for h in info.holders if not self._cooling_down(h)]
-        up = sum(1 for h in fresh if self.sessions.is_up(h))
-        if len(fresh) < len(info.holders) and up < info.threshold:
-            fresh = list(info.holders)  # better a suspect node than no signature
-        skipped = {h: "excluded after a bad partial" for h in info.holders if h not in fresh}
-        return fresh, _Tally(skipped, {})
+        reserve = [h for h in info.holders if h not in fresh]
+        skipped = {h: "excluded after a bad partial" for h in reserve}
+        return fresh, reserve, _Tally(skipped, {})
 
     async def _call(
         self,
@@ -214,29 +223,44 @@ class SigningService(CoordinatorService):
 
     async def _fan_out(
         self,
-        names: Sequence[str],
+        asked: list[str],
         method: Method,
         params: dict[str, Any],
         timeout: float,  # noqa: ASYNC109
-        on_answer: Callable[[str, Any, BaseException | None], Awaitable[bool]],
+        on_answer: Callable[[str, Any, BaseException | None], Awaitable[Verdict]],
+        reserve: Sequence[str] = (),
     ) -> set[str]:
-        """Call every node at once and hand each answer, in arrival order, to
-        ``on_answer`` until it returns True (done or hopeless), every node answered or
-        ``timeout`` passed; the calls still running are cancelled. Returns the nodes
-        that gave no answer."""
-        send, receive = trio.open_memory_channel[Answer](max(1, len(names)))
-        waiting = set(names)
+        """Call every node of ``asked`` at once and hand each answer, in arrival order,
+        to ``on_answer``: ``DONE`` stops, ``MORE`` (t is out of reach with the nodes
+        asked so far) calls the ``reserve`` too (they are appended to ``asked``) or
+        stops if there is none. At ``timeout`` it stops as well; the calls still
+        running are cancelled. Returns the nodes that gave no answer before the
+        deadline (none if ``on_answer`` stopped it)."""
+        send, receive = trio.open_memory_channel[Answer](len(asked) + len(reserve) + 1)
+        waiting = set(asked)
+        spare = list(reserve)
         async with trio.open_nursery() as nursery:
-            for name in names:
-                nursery.start_soon(self._call, name, method, params, timeout, send)
-            with trio.move_on_after(timeout):
+
+            def start(names: Sequence[str]) -> None:
+                for name in names:
+                    nursery.start_soon(self._call, name, method, params, timeout, send)
+
+            start(asked)
+            with trio.move_on_after(timeout) as deadline:
                 while waiting:
                     name, result, error = await receive.receive()
                     waiting.discard(name)
-                    if await on_answer(name, result, error):
+                    verdict = await on_answer(name, result, error)
+                    if verdict is Verdict.DONE or (verdict is Verdict.MORE and not spare):
                         break
+                    if verdict is Verdict.MORE:
+                        log.info("asking %s as well (held back after a bad partial)", spare)
+                        asked += spare
+                        waiting.update(spare)
+                        start(spare)
+                        spare = []
             nursery.cancel_scope.cancel()
-        return waiting
+        return waiting if deadline.cancelled_caught else set()
 
     def _node_error(self, name: str, error: BaseException, tally: _Tally) -> None:
         """Tally a failed call; errors that are not the nodes' policy count as failures."""
@@ -293,28 +317,34 @@ class SigningService(CoordinatorService):
     async def _sign_one(
         self, info: KeyInfo, params: dict[str, Any], agg: Aggregation
     ) -> tuple[Done, list[str]]:
-        names, tally = self._targets(info)
+        asked, reserve, tally = self._targets(info)
+        bad: set[str] = set()
         done: list[Done] = []
 
-        async def on_answer(name: str, result: Any, error: BaseException | None) -> bool:
+        async def on_answer(name: str, result: Any, error: BaseException | None) -> Verdict:
+            tally.failures.pop(name, None)  # a reserve node that was asked after all
             if error is not None:
                 self._node_error(name, error, tally)
+                bad.add(name)
             else:
                 try:
                     partial = partial_from_wire(result, index=self._index[name], field=name)
                 except DecodeError as exc:
                     tally.failures[name] = f"malformed partial: {exc}"
                     self.partial_failures[name] += 1
+                    bad.add(name)
                 else:
                     outcome = agg.add(partial)
                     if isinstance(outcome, Done):
                         done.append(outcome)
-                        return True
-            failed = sum(1 for n in names if n in tally.failures)
-            return len(names) - failed - len(agg.blamed) < info.threshold  # hopeless
+                        return Verdict.DONE
+            usable = len(asked) - len(bad) - len(agg.blamed)
+            return Verdict.MORE if usable < info.threshold else Verdict.CONTINUE
 
         timeout = self.signer_config.sign_timeout_s
-        unanswered = await self._fan_out(names, SIGN_PARTIAL, params, timeout, on_answer)
+        unanswered = await self._fan_out(
+            asked, SIGN_PARTIAL, params, timeout, on_answer, reserve=reserve
+        )
         blamed = self._blame(agg.blamed, info.key_id)
         if done:
             return done[0], blamed
@@ -322,7 +352,7 @@ class SigningService(CoordinatorService):
             tally.failures[name] = "partial failed its DLEQ proof"
         for name in unanswered:
             tally.failures[name] = f"no answer within {timeout} s"
-        got = sum(1 for n in names if n not in tally.failures)
+        got = sum(1 for n in asked if n not in tally.failures)
         raise self._failure(info, tally, got)
 
     async def _single(
@@ -411,13 +441,15 @@ class SigningService(CoordinatorService):
     ) -> list[SignResult | BackendError]:
         info, key = self._signing_key(key_id)
         hashes = list(msg_hashes)
-        names, node_tally = self._targets(info)
+        asked, reserve, node_tally = self._targets(info)
         items = [_Tally(dict(node_tally.failures), {}) for _ in hashes]
         batch = BatchAggregation(key, hashes, rng=self._rng)
         answered: set[str] = set()
 
-        async def on_answer(name: str, result: Any, error: BaseException | None) -> bool:
+        async def on_answer(name: str, result: Any, error: BaseException | None) -> Verdict:
             answered.add(name)
+            for tally in items:
+                tally.failures.pop(name, None)  # a reserve node that was asked after all
             decoded: list[PartialSignature | Refusal] | None = None
             if error is None:
                 try:
@@ -437,21 +469,21 @@ class SigningService(CoordinatorService):
                 partials = [d if isinstance(d, PartialSignature) else None for d in decoded]
                 await trio.to_thread.run_sync(batch.add, self._index[name], partials)
             unsettled = batch.unsettled()
-            pending = sum(1 for n in names if n not in answered)
-            return all(batch.have(i) + pending < info.threshold for i in unsettled)
+            if not unsettled:
+                return Verdict.DONE
+            pending = sum(1 for n in asked if n not in answered)
+            hopeless = all(batch.have(i) + pending < info.threshold for i in unsettled)
+            return Verdict.MORE if hopeless else Verdict.CONTINUE
 
         timeout = self.signer_config.batch_timeout(len(hashes))
+        params = {
+            "key_id": key_id,
+            "epoch": info.epoch,
+            "client": client.client_id,
+            "msg_hashes": hashes,
+        }
         unanswered = await self._fan_out(
-            names,
-            SIGN_BATCH,
-            {
-                "key_id": key_id,
-                "epoch": info.epoch,
-                "client": client.client_id,
-                "msg_hashes": hashes,
-            },
-            timeout,
-            on_answer,
+            asked, SIGN_BATCH, params, timeout, on_answer, reserve=reserve
         )
         blamed = self._blame(batch.blamed, key_id)
         results: list[SignResult | BackendError] = []
@@ -498,18 +530,19 @@ class SigningService(CoordinatorService):
         confirmed: list[str] = []
         failures: dict[str, str] = {}
 
-        async def on_answer(name: str, result: Any, error: BaseException | None) -> bool:
+        async def on_answer(name: str, result: Any, error: BaseException | None) -> Verdict:
             if error is not None:
                 failures[name] = _reason(error)
             elif result["status"] == "destroyed":
                 confirmed.append(name)
             else:
                 failures[name] = f"reports {result['status']}"
-            return False
+            return Verdict.CONTINUE
 
         params = {"key_id": key_id, "epoch": info.epoch, "client": client.client_id}
         timeout = self.signer_config.destroy_timeout_s
-        unanswered = await self._fan_out(info.holders, KEYS_DESTROY, params, timeout, on_answer)
+        holders = list(info.holders)
+        unanswered = await self._fan_out(holders, KEYS_DESTROY, params, timeout, on_answer)
         for name in unanswered:
             failures[name] = f"no answer within {timeout} s"
         async with trio.open_nursery() as nursery:  # the registry follows the nodes

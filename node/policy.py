@@ -25,9 +25,11 @@ Usage counters (``UsageLedger``) survive restarts and crashes without an fsync p
 signature: per key, ``<data_dir>/usage/<key_id>.json`` records how many signatures
 are *reserved* (in total and in the current minute), written atomically
 (``node.files.atomic_write``) before any signature of a new block is produced.
-Blocks are ``RESERVE_BLOCK`` signatures, never beyond a limit. After a restart
+Blocks are ``RESERVE_BLOCK`` signatures, but never more than 1/16 of what is left
+under a limit (so close to a limit every signature is persisted). After a restart
 every reserved signature counts as used (the node cannot know how many of the last
-block it produced), so a crash can only lose capacity, never exceed a limit.
+block it produced), so a crash can only lose capacity (at most 1/16 of the rest),
+never exceed a limit.
 """
 
 from __future__ import annotations
@@ -309,11 +311,11 @@ class UsageLedger:
 
 
 def _reserve(needed: int, block: int, limit: int | None, current: int) -> int:
-    """The new reservation: at least ``needed``, a block ahead, never beyond ``limit``."""
-    target = needed + block
-    if limit is not None:
-        target = min(target, limit)
-    return max(current, needed, target)
+    """The new reservation: ``needed`` plus a block ahead, never beyond ``limit``. Near
+    a limit the block shrinks to 1/16 of what is left (down to nothing), so a crash
+    loses at most 1/16 of the remaining signatures."""
+    ahead = block if limit is None else min(block, (limit - needed) // 16)
+    return max(current, needed + max(0, ahead))
 
 
 def policy_path(config_policy: Path | None, data_dir: Path) -> Path:
