@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cluster.bench",
     "cluster.cluster_cmd",
     "cluster.demo",
+    "cluster.dkg_cmd",
     "cluster.sign_cmd",
     "coordinator.commands",
     "node.commands",

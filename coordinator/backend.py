@@ -15,6 +15,9 @@ for an operation it does not offer yet.
 
 Added for threshold signing: ``UsageLimitExceeded`` (429): the nodes' own usage limits
 for the key refuse the request.
+
+Added for the DKG: ``get_transcript`` and ``dkg_progress`` with ``DkgProgress`` /
+``DkgEvent``; error ``CeremonyInProgress`` (409).
 """
 
 from __future__ import annotations
@@ -170,6 +173,16 @@ class CeremonyAborted(BackendError):
         self.missed = tuple(missed)
 
 
+class CeremonyInProgress(BackendError):
+    """A ceremony (or its recovery) for this key id is already running: HTTP 409."""
+
+    fault: ClassVar[Fault] = Fault.CLIENT
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"a ceremony for key {key_id!r} is already in progress")
+        self.key_id = key_id
+
+
 class NotImplementedYet(BackendError):
     """The backend does not offer this operation yet (HTTP 501)."""
 
@@ -207,6 +220,27 @@ class Health:
 
     nodes: tuple[NodeHealth, ...]
     keys: tuple[KeyHealth, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DkgEvent:
+    """One line of a ceremony's progress."""
+
+    at: float  # seconds since the ceremony started
+    phase: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DkgProgress:
+    """A ceremony as an operator follows it (``GET /v1/dkg/{key_id}``)."""
+
+    key_id: str
+    state: str  # "running" | "committed" | "aborted"
+    phase: str  # the driver's phase (open, deal, echo, complain, justify, sign, ...)
+    reason: str  # why it aborted ("" otherwise)
+    holders: tuple[str, ...]  # node names, once committed
+    events: tuple[DkgEvent, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,4 +315,14 @@ class Backend(Protocol):
     ) -> KeyInfo:
         """Split an existing eigensdk-go / EIP-2335 keystore (its parsed JSON) into the
         nodes. Raises ``KeyExists``, ``InvalidRequest``, ``CeremonyAborted``."""
+        ...
+
+    async def dkg_progress(self, key_id: str) -> DkgProgress:
+        """The progress of the latest ceremony for ``key_id`` run by this coordinator
+        (running or ended). Raises ``UnknownKey`` if there is none."""
+        ...
+
+    async def get_transcript(self, key_id: str) -> bytes:
+        """The canonical transcript bytes of ``key_id``'s current epoch (public data,
+        ``protocol.dkg.Transcript``). Raises ``UnknownKey``."""
         ...

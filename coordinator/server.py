@@ -29,6 +29,7 @@ import trio
 
 from coordinator.auth import ApiKeyStore
 from coordinator.config import CoordinatorConfig
+from coordinator.dkg import DkgConfig
 from coordinator.http import http_config_for, serve_http
 from coordinator.metrics import Registry
 from coordinator.service import ServiceConfig
@@ -148,6 +149,7 @@ async def serve_coordinator(
             data_dir=config.data_dir,
             config=service_config,
             signer_config=SignerConfig(sign_timeout_s=config.sign_timeout_s),
+            dkg_config=DkgConfig(phase_timeout_s=config.dkg_phase_timeout_s),
         ) as service,
         trio.open_nursery() as nursery,
     ):

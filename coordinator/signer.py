@@ -57,11 +57,11 @@ from coordinator.backend import (
     UsageLimitExceeded,
 )
 from coordinator.checkpoints import CheckpointRelay
+from coordinator.dkg import DkgConfig
 from coordinator.service import (
     CoordinatorService,
     KeyVerifier,
     ServiceConfig,
-    accept_structurally_valid,
 )
 from coordinator.sessions import SessionError, SessionManager
 from protocol import node_api
@@ -152,13 +152,23 @@ class SigningService(CoordinatorService):
         audit: AuditLog | None = None,
         config: ServiceConfig | None = None,
         signer_config: SignerConfig | None = None,
-        verify_transcript: KeyVerifier = accept_structurally_valid,
+        verify_transcript: KeyVerifier | None = None,
         rng: Rng = os_rng,
+        name: str = "coordinator",
+        dkg_config: DkgConfig | None = None,
     ) -> None:
-        super().__init__(manifest, sessions, config=config, verify_key=self._verify_key)
+        super().__init__(
+            manifest,
+            sessions,
+            config=config,
+            verify_key=self._verify_key,
+            name=name,
+            dkg_config=dkg_config,
+        )
         self.signer_config = signer_config or SignerConfig()
         self.audit = audit
-        self._verify_transcript = verify_transcript
+        # None: the DKG's transcript re-verification (coordinator.dkg_recovery)
+        self._verify_transcript = verify_transcript or self.recovery.verify_key
         self._rng = rng
         self._index = {n.name: n.index for n in manifest.nodes}
         self._name = {n.index: n.name for n in manifest.nodes}
@@ -595,8 +605,9 @@ async def open_signing_service(
     data_dir: Path,
     config: ServiceConfig | None = None,
     signer_config: SignerConfig | None = None,
-    verify_transcript: KeyVerifier = accept_structurally_valid,
+    verify_transcript: KeyVerifier | None = None,
     checkpoint_interval_s: float = 2.0,
+    dkg_config: DkgConfig | None = None,
 ) -> AsyncIterator[SigningService]:
     """The coordinator's service while the block runs: its audit log
     (``<data_dir>/audit.log``, log id ``<cluster id hex>/<name>``) and checkpoint store
@@ -618,6 +629,8 @@ async def open_signing_service(
             config=config,
             signer_config=signer_config,
             verify_transcript=verify_transcript,
+            name=name,
+            dkg_config=dkg_config,
         )
         relay = CheckpointRelay(
             manifest,

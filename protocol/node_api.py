@@ -275,6 +275,7 @@ MAX_DKG_MESSAGE = 8 * 1024 * 1024  # a BundleSet of 2 x 1024 dealers is far belo
 DKG_BYTES = Bytes(max_len=MAX_DKG_MESSAGE)
 COORDINATOR_NAME = NODE_NAME
 INSTANCE_ID = Bytes(16)
+MAX_PHASE_TIMEOUT_MS = 600_000
 
 # Application error codes of the dkg.* methods.
 DKG_KEY_EXISTS = 110  # the key id exists on this node (active, or not re-creatable)
@@ -312,12 +313,15 @@ DKG_OPEN = define(
             "message": DKG_BYTES,
             "coordinator": COORDINATOR_NAME,
             "instance": INSTANCE_ID,
+            "phase_timeout_ms": Int(1, MAX_PHASE_TIMEOUT_MS),
         }
     ),
     result=DKG_STEP_RESULT,
 )
 """Start a ceremony from a ``Proposal``; ``coordinator`` / ``instance`` name the
-coordinator process driving it (a restarted coordinator has a new instance id)."""
+coordinator process driving it (a restarted coordinator has a new instance id) and
+``phase_timeout_ms`` its phase deadline (the node waits longer than that before it
+gives up on a phase by itself)."""
 
 DKG_DEAL = define("dkg.deal", params=_STEP_PARAMS, result=DKG_STEP_RESULT)
 DKG_ECHO = define("dkg.echo", params=_STEP_PARAMS, result=DKG_STEP_RESULT)
@@ -341,8 +345,8 @@ CEREMONY_STATE = Struct(
         "ceremony": Bytes(max_len=32),  # empty until every Open is in
         "phase": DKG_PHASE,
         "participants": ListOf(NODE_INDEX, max_len=MAX_NODES),
-        "coordinator": COORDINATOR_NAME,
-        "instance": INSTANCE_ID,
+        "coordinator": Nullable(COORDINATOR_NAME),  # nil once committed
+        "instance": Nullable(INSTANCE_ID),
         "idle_ms": Int(0, 2**62),
         "commit": Nullable(DKG_BYTES),
     }
@@ -367,8 +371,8 @@ class CeremonyState:
     ceremony: bytes  # b"" before the ceremony id exists
     phase: str
     participants: tuple[int, ...]
-    coordinator: str
-    instance: bytes
+    coordinator: str | None
+    instance: bytes | None
     idle_ms: int
     commit: bytes | None  # canonical CommitCertificate bytes, if held
 

@@ -25,6 +25,7 @@ from coordinator.auth import ApiKeyStore, IpAllowlist, RateLimiter, parse_bearer
 from coordinator.backend import (
     Backend,
     CeremonyAborted,
+    CeremonyInProgress,
     Client,
     Forbidden,
     InvalidRequest,
@@ -48,7 +49,14 @@ from coordinator.http.core import (
     Router,
     json_response,
 )
-from coordinator.http.views import health_view, hex32, key_view, signature_view
+from coordinator.http.views import (
+    health_view,
+    hex32,
+    key_view,
+    progress_view,
+    signature_view,
+    transcript_view,
+)
 from coordinator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from coordinator.metrics import Registry
 from protocol.errors import DecodeError, Fault, TkmsError
@@ -83,6 +91,8 @@ def error_from_backend(exc: TkmsError) -> ApiError:
         return ApiError(429, "usage_limit", str(exc), keyId=exc.key_id, nodes=list(exc.nodes))
     if isinstance(exc, InvalidRequest):
         return ApiError(400, "invalid_field", str(exc), field=exc.field)
+    if isinstance(exc, CeremonyInProgress):
+        return ApiError(409, "ceremony_in_progress", str(exc), keyId=exc.key_id)
     if isinstance(exc, CeremonyAborted):
         return ApiError(
             502, "ceremony_aborted", str(exc), keyId=exc.key_id, missed=list(exc.missed)
@@ -149,6 +159,8 @@ class HttpApp:
             Route("POST", "/v1/keys/{key_id}/sign", self.sign, "signer", True, "sign"),
             Route("POST", "/v1/keys/{key_id}/sign-batch", self.sign_batch, "signer", True, "sign"),
             Route("POST", "/v1/dkg", self.dkg, "operator", True, "ceremony"),
+            Route("GET", "/v1/dkg/{key_id}", self.dkg_progress, "operator"),
+            Route("GET", "/v1/keys/{key_id}/transcript", self.get_transcript, "authenticated"),
         ]
 
     # -- pipeline -----------------------------------------------------------------
@@ -337,6 +349,14 @@ class HttpApp:
             kid, threshold, min_holders=min_holders, client=_client(ctx)
         )
         return json_response(201, key_view(info), [("Location", f"/v1/keys/{kid}")])
+
+    async def dkg_progress(self, req: Request, ctx: Context) -> Response:
+        progress = await self.backend.dkg_progress(ctx.params["key_id"])
+        return json_response(200, progress_view(progress))
+
+    async def get_transcript(self, req: Request, ctx: Context) -> Response:
+        data = await self.backend.get_transcript(ctx.params["key_id"])
+        return json_response(200, transcript_view(data))
 
     async def import_key(self, req: Request, ctx: Context) -> Response:
         kid, threshold, min_holders, keystore, password = v.import_body(req.body)

@@ -47,6 +47,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "node.handlers.status",
     "node.handlers.signing",
     "node.handlers.audit",
+    "node.handlers.dkg",
 )
 
 

@@ -9,7 +9,8 @@ Modules, one job each:
 * ``crypto``: tagged hashes, per-recipient share encryption (X25519, HKDF, AEAD).
 * ``dealing``: dealing (also of a known secret, for key import) and the public
   checks of a bundle; ``outcome``: complaints, justifications, QUAL, the group key.
-* ``participant``: the node's state machine; ``driver``: the coordinator's relay.
+* ``participant`` (its config and state in ``state``): the node's state machine;
+  ``driver``: the coordinator's relay.
 * ``transcript``: the signed transcript, its hash, ``verify_transcript``.
 * ``results`` / ``errors``: what the machines return and raise (whose fault it was).
 
@@ -31,7 +32,7 @@ from protocol.dkg.errors import (
     ProposalRejected,
     RelayFault,
 )
-from protocol.dkg.participant import Participant, ParticipantConfig, ParticipantState
+from protocol.dkg.participant import Participant
 from protocol.dkg.phases import DriverPhase, Phase
 from protocol.dkg.relayed import Proposal, decode_relayed
 from protocol.dkg.results import (
@@ -50,11 +51,13 @@ from protocol.dkg.results import (
     SealPending,
     Send,
 )
+from protocol.dkg.state import ParticipantConfig, ParticipantState
 from protocol.dkg.transcript import (
     Transcript,
     TranscriptBody,
     TranscriptCheck,
     commit_problem,
+    committed_transcript,
     load_transcript,
     verify_transcript,
 )
@@ -95,6 +98,7 @@ __all__ = [
     "TranscriptBody",
     "TranscriptCheck",
     "commit_problem",
+    "committed_transcript",
     "deal",
     "deal_known_secret",
     "decode_relayed",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any, TypeVar
 
 from protocol.canonical import decode_canonical
@@ -125,7 +126,7 @@ def as_indices(value: Any, field: str, *, min_items: int = 0) -> tuple[int, ...]
     items = as_items(value, field, MAX_PARTICIPANTS, as_index)
     if len(items) < min_items:
         raise DecodeError(field, f"at least {min_items} items")
-    if any(a >= b for a, b in zip(items, items[1:], strict=False)):
+    if any(a >= b for a, b in pairwise(items)):
         raise DecodeError(field, "must be strictly increasing (sorted, no duplicates)")
     return items
 
@@ -141,7 +142,7 @@ def as_indexed(
         return as_index(v[0], f"{f}[0]"), second(v[1], f"{f}[1]")
 
     items = as_items(value, field, MAX_PARTICIPANTS, pair)
-    if any(a[0] >= b[0] for a, b in zip(items, items[1:], strict=False)):
+    if any(a[0] >= b[0] for a, b in pairwise(items)):
         raise DecodeError(field, "must be strictly increasing by index")
     return items
 

@@ -24,8 +24,18 @@ import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from protocol.bn254 import G1, G1_GENERATOR, G2, G2_GENERATOR, G2_INFINITY, R, g1_msm
-from protocol.bn254 import g2_mul_generator, pairing_check
+from protocol.bn254 import (
+    G1,
+    G1_GENERATOR,
+    G2,
+    G2_GENERATOR,
+    G2_INFINITY,
+    R,
+    g1_msm,
+    g1_mul_generator,
+    g2_mul_generator,
+    pairing_check,
+)
 from protocol.canonical import encode_canonical
 from protocol.dkg.crypto import (
     ShareDecryptionError,
@@ -39,7 +49,7 @@ from protocol.encoding import g1_from_bytes, g1_to_bytes, g2_from_bytes, g2_to_b
 from protocol.errors import DecodeError
 from protocol.proofs import SchnorrProof, prove_schnorr, verify_schnorr
 from protocol.rng import Rng
-from protocol.threshold import Polynomial, feldman_verify, random_polynomial
+from protocol.threshold import Polynomial, random_polynomial
 
 
 class Exclusion(enum.Enum):
@@ -188,9 +198,9 @@ def check_bundle(
     return VerifiedBundle(bundle, commitments, commitment_g2)
 
 
-def _pairing_consistent(bundles: Sequence[VerifiedBundle]) -> bool:
-    """e(C_0, G2) = e(G1, D) for one bundle."""
-    (vb,) = bundles
+def g1_g2_consistent(vb: VerifiedBundle) -> bool:
+    """e(C_0, G2) = e(G1, D) for one bundle (key import checks its single dealer
+    with this; ``check_bundles`` batches it)."""
     return pairing_check([(vb.commitments[0], G2_GENERATOR), (-G1_GENERATOR, vb.commitment_g2)])
 
 
@@ -235,13 +245,28 @@ def check_bundles(
                 checked.append(result)
     if checked and not _batch_consistent(checked, weight_seed):
         for vb in list(checked):
-            if not _pairing_consistent([vb]):
+            if not g1_g2_consistent(vb):
                 excluded[vb.dealer] = Exclusion.G1_G2_MISMATCH
                 checked.remove(vb)
     return BundleVerdict(
         candidates={vb.dealer: vb for vb in checked},
         excluded=dict(sorted(excluded.items())),
     )
+
+
+def public_share_horner(commitments: Sequence[G1], index: int) -> G1:
+    """Σ_k index^k·C_k by Horner's rule: t-1 multiplications by the small integer
+    ``index`` instead of t by full-size powers (``protocol.threshold.public_share``
+    is the reference it is tested against)."""
+    acc = commitments[-1]
+    for c in reversed(commitments[:-1]):
+        acc = acc * index + c
+    return acc
+
+
+def share_matches(index: int, share: int, commitments: Sequence[G1]) -> bool:
+    """Feldman's check s·G1 = Σ_k index^k·C_k."""
+    return 0 <= share < R and g1_mul_generator(share) == public_share_horner(commitments, index)
 
 
 def open_share(
@@ -267,7 +292,7 @@ def open_share(
         )
     except ShareDecryptionError:
         return None
-    return share if feldman_verify(recipient, share, verified.commitments) else None
+    return share if share_matches(recipient, share, verified.commitments) else None
 
 
 def check_revealed_share(verified: VerifiedBundle, recipient: int, raw: bytes) -> int | None:
@@ -275,4 +300,4 @@ def check_revealed_share(verified: VerifiedBundle, recipient: int, raw: bytes) -
     value = int.from_bytes(raw, "big")
     if value >= R:
         return None
-    return value if feldman_verify(recipient, value, verified.commitments) else None
+    return value if share_matches(recipient, value, verified.commitments) else None

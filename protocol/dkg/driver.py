@@ -35,8 +35,13 @@ from typing import TypeVar
 
 from protocol.dkg.crypto import tagged_hash
 from protocol.dkg.dealing import check_bundles
-from protocol.dkg.errors import Culprit, DkgConfigError, DkgInternalError, DkgStateError
-from protocol.dkg.errors import NodeMessageRejected
+from protocol.dkg.errors import (
+    Culprit,
+    DkgConfigError,
+    DkgInternalError,
+    DkgStateError,
+    NodeMessageRejected,
+)
 from protocol.dkg.messages import (
     Complaints,
     DealBundle,
@@ -301,15 +306,18 @@ class Driver:
         return set(self._live)
 
     def _answered(self) -> set[int]:
-        collected: dict[DriverPhase, object] = {
-            DriverPhase.OPEN: self._opens,
-            DriverPhase.DEAL: self._bundles,
-            DriverPhase.ECHO: self._echoes,
-            DriverPhase.COMPLAIN: self._complaints,
-            DriverPhase.JUSTIFY: self._justifications,
-            DriverPhase.SIGN: self._votes,
-        }
-        return set(collected.get(self._phase, {}))  # type: ignore[call-overload]
+        phase = self._phase
+        if phase is DriverPhase.OPEN:
+            return set(self._opens)
+        if phase is DriverPhase.DEAL:
+            return set(self._bundles)
+        if phase is DriverPhase.ECHO:
+            return set(self._echoes)
+        if phase is DriverPhase.COMPLAIN:
+            return set(self._complaints)
+        if phase is DriverPhase.JUSTIFY:
+            return set(self._justifications)
+        return set(self._votes)
 
     def _drop(self, node: int, reason: str) -> list[DriverOutput]:
         if node not in self._live:
@@ -450,7 +458,9 @@ class Driver:
         return []
 
     def _after_open(self, now: float) -> list[DriverOutput]:
-        missing = sorted(set(self._proposal.participants) - set(self._opens) | set(self._missed))
+        missing = sorted(self._missed) or sorted(
+            set(self._proposal.participants) - set(self._opens)
+        )
         if missing:
             reason = "every participant must open the ceremony; missing: " + ", ".join(
                 f"node {j}" for j in missing
@@ -521,6 +531,18 @@ class Driver:
 
     def _commit(self, votes: list[TranscriptSignature]) -> list[DriverOutput]:
         p, outcome = self._proposal, votes[0].outcome
+        try:
+            pubkey_g1 = g1_from_bytes(outcome.pubkey_g1, field="pubkey_g1")
+            pubkey_g2 = g2_from_bytes(outcome.pubkey_g2, field="pubkey_g2")
+            public_shares = {
+                j: g1_from_bytes(raw, field="public_share", allow_infinity=True)
+                for j, raw in outcome.public_shares
+            }
+        except DecodeError as exc:  # only if min_holders nodes collude (beyond t - 1)
+            holders = tuple(v.sender for v in votes)
+            return self._abort(
+                f"the holders signed an invalid outcome: {exc}", Culprit.nodes(*holders)
+            )
         body = self._body(outcome)
         cert = CommitCertificate(
             ceremony=self._ceremony,
@@ -535,11 +557,9 @@ class Driver:
             participants=p.participants,
             min_holders=p.min_holders,
             qual=outcome.qual,
-            pubkey_g1=g1_from_bytes(outcome.pubkey_g1, field="pubkey_g1"),
-            pubkey_g2=g2_from_bytes(outcome.pubkey_g2, field="pubkey_g2"),
-            public_shares={
-                j: g1_from_bytes(raw, field="public_share") for j, raw in outcome.public_shares
-            },
+            pubkey_g1=pubkey_g1,
+            pubkey_g2=pubkey_g2,
+            public_shares=public_shares,
             transcript_hash=cert.transcript_hash,
         )
         self._result = DkgResult(

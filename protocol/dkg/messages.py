@@ -2,16 +2,16 @@
 frozen type per phase, each signed with the node's Ed25519 key through
 ``protocol.signing`` under its own purpose tag.
 
-=====================  ====================  ==========================================
-type                   purpose tag           content
-=====================  ====================  ==========================================
-``Open``               ``dkg-open``          proposal fields, nonce, encryption key
-``DealBundle``         ``dkg-bundle``        C_i0..C_i,t-1 (G1), D_i (G2), PoK, shares
-``Echo``               ``dkg-echo``          (dealer, hash) of every bundle received
-``Complaints``         ``dkg-complaint``     dealers whose share to me was bad (or none)
-``Justification``      ``dkg-justification`` the disputed shares, revealed
-``TranscriptSignature``  ``dkg-transcript``  the transcript hash (+ claimed outcome)
-=====================  ====================  ==========================================
+=========================  ======================  ========================================
+type                       purpose tag             content
+=========================  ======================  ========================================
+``Open``                   ``dkg-open``            proposal fields, nonce, encryption key
+``DealBundle``             ``dkg-bundle``          C_i0..C_i,t-1, D_i, PoK, shares
+``Echo``                   ``dkg-echo``            (dealer, digest) of every bundle received
+``Complaints``             ``dkg-complaint``       dealers whose share to me was bad
+``Justification``          ``dkg-justification``   the disputed shares, revealed
+``TranscriptSignature``    ``dkg-transcript``      the transcript hash (+ claimed outcome)
+=========================  ======================  ========================================
 
 What is signed is every field except ``sig`` (and, for ``TranscriptSignature``, the
 ``outcome`` it carries, which the transcript hash already binds). ``decode`` is
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, ClassVar, Self
 
 from nacl.signing import SigningKey
@@ -230,7 +231,7 @@ class Echo(SignedMessage):
     def from_wire(cls, value: Any, field: str) -> Self:
         m = c.as_map(value, field, cls.KIND, cls.KEYS)
         bundles = c.as_items(m["bundles"], f"{field}.bundles", 2 * c.MAX_PARTICIPANTS, _hash_pair)
-        if any(a >= b for a, b in zip(bundles, bundles[1:], strict=False)):
+        if any(a >= b for a, b in pairwise(bundles)):
             raise DecodeError(f"{field}.bundles", "must be strictly increasing")
         return cls(
             ceremony=c.as_bytes(m["ceremony"], f"{field}.ceremony", c.HASH_LEN),
@@ -388,7 +389,9 @@ class TranscriptSignature(SignedMessage):
         )
 
 
-def transcript_signature_fields(ceremony: bytes, sender: int, transcript_hash: bytes) -> dict[str, Any]:
+def transcript_signature_fields(
+    ceremony: bytes, sender: int, transcript_hash: bytes
+) -> dict[str, Any]:
     """The fields a holder signs under ``dkg-transcript`` (also checked in commits)."""
     return {"ceremony": ceremony, "sender": sender, "transcript_hash": transcript_hash}
 

@@ -24,10 +24,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from protocol.bn254 import G1, G1_INFINITY, G2, G2_INFINITY
-from protocol.dkg.dealing import BundleVerdict, Exclusion, VerifiedBundle, check_revealed_share
+from protocol.dkg.dealing import (
+    BundleVerdict,
+    Exclusion,
+    VerifiedBundle,
+    check_revealed_share,
+    public_share_horner,
+)
 from protocol.dkg.messages import Complaints, Justification, Outcome
 from protocol.encoding import g1_to_bytes, g2_to_bytes
-from protocol.threshold import public_share
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +109,9 @@ def judge_justifications(
     return Judgement(failed=frozenset(failed), revealed=revealed)
 
 
-def qualified(verdict: BundleVerdict, tally: ComplaintTally, judgement: Judgement) -> tuple[int, ...]:
+def qualified(
+    verdict: BundleVerdict, tally: ComplaintTally, judgement: Judgement
+) -> tuple[int, ...]:
     """QUAL: candidates that were neither disqualified nor failed to justify."""
     out = set(verdict.candidates) - tally.disqualified - judgement.failed
     return tuple(sorted(out))
@@ -145,15 +152,20 @@ def compute_outcome(
     tally: ComplaintTally,
     judgement: Judgement,
 ) -> Outcome | None:
-    """The ceremony's public result, or ``None`` if fewer than t dealers qualify."""
+    """The ceremony's public result, or ``None`` if fewer than t dealers qualify (or,
+    with probability 1/r, the key is zero)."""
     qual = qualified(verdict, tally, judgement)
     if len(qual) < tally.threshold:
         return None
     pk_g1, pk_g2, combined = group_key(qual, verdict.candidates)
+    if pk_g1.is_infinity():  # Σ a_i0 = 0: chance 1/r, since each dealer proved its a_i0
+        return None
     return Outcome(
         qual=qual,
         excluded=tuple((d, r.value) for d, r in exclusions(verdict, tally, judgement).items()),
         pubkey_g1=g1_to_bytes(pk_g1),
         pubkey_g2=g2_to_bytes(pk_g2),
-        public_shares=tuple((j, g1_to_bytes(public_share(combined, j))) for j in participants),
+        public_shares=tuple(
+            (j, g1_to_bytes(public_share_horner(combined, j))) for j in participants
+        ),
     )

@@ -44,18 +44,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
-from dataclasses import dataclass, field
-
-from nacl.signing import SigningKey
 
 from protocol.bn254 import R, g1_mul_generator
 from protocol.canonical import encode_canonical
 from protocol.dkg.crypto import x25519_keypair, x25519_public_ok
-from protocol.dkg.dealing import BundleVerdict, check_bundles, deal, open_share
+from protocol.dkg.dealing import check_bundles, deal, open_share
 from protocol.dkg.errors import (
     Culprit,
     CulpritKind,
-    DkgConfigError,
     DkgInternalError,
     DkgStateError,
     ProposalRejected,
@@ -70,8 +66,12 @@ from protocol.dkg.messages import (
     SignedMessage,
     TranscriptSignature,
 )
-from protocol.dkg.outcome import ComplaintTally, Judgement, compute_outcome, judge_justifications
-from protocol.dkg.outcome import tally_complaints
+from protocol.dkg.outcome import (
+    Judgement,
+    compute_outcome,
+    judge_justifications,
+    tally_complaints,
+)
 from protocol.dkg.phases import DEADLINE, LOCAL_ABORT, TRANSITIONS, Phase
 from protocol.dkg.relayed import (
     Abort,
@@ -96,6 +96,7 @@ from protocol.dkg.results import (
     SealPending,
     Send,
 )
+from protocol.dkg.state import ParticipantConfig, ParticipantState, require
 from protocol.dkg.transcript import (
     Transcript,
     TranscriptBody,
@@ -108,81 +109,12 @@ from protocol.dkg.transcript import (
     proposal_problem,
 )
 from protocol.encoding import g1_from_bytes, g2_from_bytes, scalar_to_bytes
-from protocol.manifest import Manifest
 from protocol.rng import Rng, os_rng
 from protocol.threshold import Polynomial, random_polynomial
 
-DEFAULT_PHASE_TIMEOUT_S = 60.0  # per phase; a node that waits longer gives up (not in FINISH)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ParticipantConfig:
-    """What the node shell knows before a ceremony starts.
-
-    ``active_key_ids`` and ``used_ceremony_ids`` come from the node's store: the node
-    refuses a ceremony for a key it holds as active, and a ceremony id it has seen.
-    """
-
-    index: int
-    signing_key: SigningKey = field(repr=False)
-    manifest: Manifest
-    active_key_ids: frozenset[str] = frozenset()
-    used_ceremony_ids: frozenset[bytes] = frozenset()
-    phase_timeout_s: float = DEFAULT_PHASE_TIMEOUT_S
-
-    def __post_init__(self) -> None:
-        try:
-            entry = self.manifest.node_by_index(self.index)
-        except KeyError:
-            raise DkgConfigError(f"node index {self.index} is not in the manifest") from None
-        if bytes(self.signing_key.verify_key) != entry.ed25519_public_key:
-            raise DkgConfigError("the signing key is not this node's key in the manifest")
-        if not self.phase_timeout_s > 0:
-            raise DkgConfigError("phase_timeout_s must be positive")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ParticipantState:
-    """Everything a participant knows, immutable (replaced on each transition)."""
-
-    phase: Phase = Phase.INIT
-    deadline: float | None = None
-    proposal: Proposal | None = None
-    own_open: Open | None = None
-    enc_secret: bytes = field(default=b"", repr=False)  # dropped once shares are opened
-    opens: tuple[Open, ...] = ()
-    ceremony: bytes = b""
-    polynomial: Polynomial | None = field(default=None, repr=False)  # dropped at FINISH
-    own_bundle: DealBundle | None = None
-    bundles: tuple[DealBundle, ...] = ()
-    verdict: BundleVerdict | None = None
-    my_shares: Mapping[int, int] = field(default_factory=dict, repr=False)
-    complain_against: tuple[int, ...] = ()
-    own_echo: Echo | None = None
-    echoes: tuple[Echo, ...] = ()
-    own_complaints: Complaints | None = None
-    complaints: tuple[Complaints, ...] = ()
-    tally: ComplaintTally | None = None
-    own_justification: Justification | None = None
-    justifications: tuple[Justification, ...] = ()
-    body: TranscriptBody | None = None
-    info: PublicKeyInfo | None = None
-    holders: tuple[int, ...] = ()
-    abort_reason: str = ""
-
-
+S = TypeVar("S", bound=SignedMessage)
 Transition = tuple[ParticipantState, ParticipantResult]
 Handler = Callable[[ParticipantState], Transition]
-
-
-T = TypeVar("T")
-
-
-def _req(value: T | None, what: str) -> T:
-    """A state field that the current phase guarantees (its absence is a bug)."""
-    if value is None:
-        raise DkgInternalError(f"{what} missing in a phase that requires it")
-    return value
 
 
 class Participant:
@@ -255,7 +187,9 @@ class Participant:
         def on_deadline(s: ParticipantState) -> Transition:
             if s.deadline is None or now < s.deadline:
                 return s, NeedMore(s.phase)
-            return self._aborted(s, f"nothing relayed before the {s.phase} deadline", Culprit.relay())
+            return self._aborted(
+                s, f"nothing relayed before the {s.phase} deadline", Culprit.relay()
+            )
 
         return self._step(DEADLINE, on_deadline, Culprit(CulpritKind.LOCAL))
 
@@ -328,14 +262,16 @@ class Participant:
                 raise RelayFault(problem)
 
     @staticmethod
-    def _one_per_sender(messages: tuple[SignedMessage, ...]) -> tuple[SignedMessage, ...]:
+    def _one_per_sender(messages: tuple[S, ...]) -> tuple[S, ...]:
         try:
             return one_per_sender(messages)
         except ValueError as exc:
             raise RelayFault(str(exc)) from None
 
     @staticmethod
-    def _require_own(own: SignedMessage | None, messages: tuple[SignedMessage, ...], what: str) -> None:
+    def _require_own(
+        own: SignedMessage | None, messages: tuple[SignedMessage, ...], what: str
+    ) -> None:
         if own is not None and own not in messages:
             raise RelayFault(f"this node's own {what} is missing from the set or was altered")
 
@@ -399,7 +335,7 @@ class Participant:
         return new, Send(own)
 
     def _on_open_set(self, s: ParticipantState, m: OpenSet, now: float) -> Transition:
-        p = _req(s.proposal, "proposal")
+        p = require(s.proposal, "proposal")
         for o in m.opens:
             if o.parameters() != p.parameters():
                 raise RelayFault(f"open from node {o.sender} answers another proposal")
@@ -412,17 +348,17 @@ class Participant:
         bad_keys = [o.sender for o in opens if not x25519_public_ok(o.enc_key)]
         if bad_keys:
             return self._aborted(s, "small-order encryption keys", Culprit.nodes(*bad_keys))
-        ceremony = ceremony_id(p, opens)  # type: ignore[arg-type]
+        ceremony = ceremony_id(p, opens)
         if ceremony in self._config.used_ceremony_ids:
             return self._aborted(s, "the ceremony id was already used", Culprit.relay())
         polynomial = random_polynomial(p.threshold - 1, self._rng)
-        keys = {o.sender: o.enc_key for o in opens}  # type: ignore[attr-defined]
+        keys = {o.sender: o.enc_key for o in opens}
         bundle = self._make_bundle(ceremony=ceremony, polynomial=polynomial, recipient_keys=keys)
         new = dataclasses.replace(
             s,
             phase=Phase.DEAL,
             deadline=self._deadline(now),
-            opens=opens,  # type: ignore[arg-type]
+            opens=opens,
             ceremony=ceremony,
             polynomial=polynomial,
             own_bundle=bundle,
@@ -430,7 +366,7 @@ class Participant:
         return new, Send(bundle)
 
     def _on_bundle_set(self, s: ParticipantState, m: BundleSet, now: float) -> Transition:
-        p = _req(s.proposal, "proposal")
+        p = require(s.proposal, "proposal")
         self._check_all(s, m.bundles)
         bundles = distinct(m.bundles)
         self._require_own(s.own_bundle, bundles, "bundle")
@@ -440,7 +376,7 @@ class Participant:
             participants=p.participants,
             weight_seed=self._rng(32),
         )
-        enc_key = _req(s.own_open, "own open").enc_key
+        enc_key = require(s.own_open, "own open").enc_key
         shares: dict[int, int] = {}
         complain: list[int] = []
         for dealer, verified in verdict.candidates.items():
@@ -466,13 +402,13 @@ class Participant:
             complain_against=tuple(sorted(complain)),
             own_echo=echo.signed_by(self._config.signing_key),
         )
-        return new, Send(_req(new.own_echo, "echo"))
+        return new, Send(require(new.own_echo, "echo"))
 
     def _on_echo_set(self, s: ParticipantState, m: EchoSet, now: float) -> Transition:
-        p = _req(s.proposal, "proposal")
-        own = _req(s.own_echo, "own echo")
+        p = require(s.proposal, "proposal")
+        own = require(s.own_echo, "own echo")
         self._check_all(s, m.echoes)
-        echoes: tuple[Echo, ...] = self._one_per_sender(m.echoes)  # type: ignore[assignment]
+        echoes = self._one_per_sender(m.echoes)
         self._require_own(own, echoes, "echo")
         differing = [e.sender for e in echoes if e.bundles != own.bundles]
         if differing:
@@ -493,10 +429,9 @@ class Participant:
         return new, Send(complaints)
 
     def _on_complaint_set(self, s: ParticipantState, m: ComplaintSet, now: float) -> Transition:
-        p = _req(s.proposal, "proposal")
-        verdict = _req(s.verdict, "verdict")
+        p = require(s.proposal, "proposal")
         self._check_all(s, m.complaints)
-        complaints: tuple[Complaints, ...] = self._one_per_sender(m.complaints)  # type: ignore[assignment]
+        complaints = self._one_per_sender(m.complaints)
         self._require_own(s.own_complaints, complaints, "complaints")
         tally = tally_complaints(complaints, {b.sender for b in s.bundles}, p.threshold)
         s = dataclasses.replace(s, complaints=complaints, tally=tally)
@@ -507,7 +442,7 @@ class Participant:
             return new, NeedMore(Phase.JUSTIFY)
         justification = self._make_justification(
             ceremony=s.ceremony,
-            polynomial=_req(s.polynomial, "polynomial"),
+            polynomial=require(s.polynomial, "polynomial"),
             recipients=tuple(sorted(tally.against[self.index])),
         )
         new = dataclasses.replace(
@@ -521,27 +456,35 @@ class Participant:
         self._check_all(s, m.justifications)
         justifications = distinct(m.justifications)
         self._require_own(s.own_justification, justifications, "justification")
-        verdict = _req(s.verdict, "verdict")
-        judgement = judge_justifications(justifications, _req(s.tally, "tally"), verdict.candidates)
+        verdict = require(s.verdict, "verdict")
+        judgement = judge_justifications(
+            justifications, require(s.tally, "tally"), verdict.candidates
+        )
         return self._finish(dataclasses.replace(s, justifications=justifications), judgement)
 
     def _finish(self, s: ParticipantState, judgement: Judgement) -> Transition:
-        p = _req(s.proposal, "proposal")
-        verdict = _req(s.verdict, "verdict")
-        tally = _req(s.tally, "tally")
+        p = require(s.proposal, "proposal")
+        verdict = require(s.verdict, "verdict")
+        tally = require(s.tally, "tally")
         outcome = compute_outcome(p.participants, verdict, tally, judgement)
         if outcome is None:
             culprit = Culprit.dealers(*(set(p.participants) - set(verdict.candidates)))
-            return self._aborted(s, f"fewer than t = {p.threshold} dealers qualify", culprit)
+            reason = f"no key: fewer than t = {p.threshold} dealers qualify, or their sum is zero"
+            return self._aborted(s, reason, culprit)
         share = 0
         for dealer in outcome.qual:
             value = s.my_shares.get(dealer)
             if value is None:
                 value = judgement.revealed.get(dealer, {}).get(self.index)
             if value is None:
-                return self._aborted(s, f"no valid share from dealer {dealer}", Culprit.dealers(dealer))
+                return self._aborted(
+                    s, f"no valid share from dealer {dealer}", Culprit.dealers(dealer)
+                )
             share = (share + value) % R
-        public = {j: g1_from_bytes(raw, field="public_share") for j, raw in outcome.public_shares}
+        public = {
+            j: g1_from_bytes(raw, field="public_share", allow_infinity=True)
+            for j, raw in outcome.public_shares
+        }
         if g1_mul_generator(share) != public[self.index]:
             culprit = Culprit(CulpritKind.LOCAL)
             return self._aborted(s, "the share does not match its public share", culprit)
@@ -589,8 +532,8 @@ class Participant:
         return new, SealPending(pending, vote)
 
     def _on_commit(self, s: ParticipantState, cert: CommitCertificate, now: float) -> Transition:
-        body = _req(s.body, "transcript body")
-        info = _req(s.info, "key info")
+        body = require(s.body, "transcript body")
+        info = require(s.info, "key info")
         problem = commit_problem(cert, body, self._config.manifest)
         if problem is not None:
             raise RelayFault(problem)

@@ -133,7 +133,9 @@ class OpenSet(RelayedMessage):
     @classmethod
     def from_wire(cls, value: Any, field: str) -> Self:
         m = c.as_map(value, field, cls.KIND, cls.KEYS)
-        return cls(opens=c.as_items(m["opens"], f"{field}.opens", c.MAX_PARTICIPANTS, Open.from_wire))
+        return cls(
+            opens=c.as_items(m["opens"], f"{field}.opens", c.MAX_PARTICIPANTS, Open.from_wire)
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,7 +154,9 @@ class BundleSet(RelayedMessage):
     def from_wire(cls, value: Any, field: str) -> Self:
         m = c.as_map(value, field, cls.KIND, cls.KEYS)
         limit = 2 * c.MAX_PARTICIPANTS
-        return cls(bundles=c.as_items(m["bundles"], f"{field}.bundles", limit, DealBundle.from_wire))
+        return cls(
+            bundles=c.as_items(m["bundles"], f"{field}.bundles", limit, DealBundle.from_wire)
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -33,6 +33,7 @@ from protocol.canonical import encode_canonical
 from protocol.dkg import codec as c
 from protocol.dkg.crypto import tagged_hash, x25519_public_ok
 from protocol.dkg.dealing import check_bundles
+from protocol.dkg.errors import RelayFault
 from protocol.dkg.messages import (
     Complaints,
     DealBundle,
@@ -177,6 +178,11 @@ class TranscriptBody:
         return tagged_hash("dkg-transcript", self.to_wire())
 
     @classmethod
+    def decode(cls, data: bytes) -> Self:
+        """Raises: DecodeError naming the first malformed field."""
+        return cls.from_wire(c.load(data, "transcript.body"), "transcript.body")
+
+    @classmethod
     def from_wire(cls, value: Any, field: str) -> Self:
         m = c.as_map(value, field, cls.KIND, cls.KEYS)
         n = c.MAX_PARTICIPANTS
@@ -276,6 +282,24 @@ def commit_problem(cert: CommitCertificate, body: TranscriptBody, manifest: Mani
     return None
 
 
+def committed_transcript(body: bytes, cert: CommitCertificate, manifest: Manifest) -> Transcript:
+    """For a node shell after a restart in FINISH: it kept ``PendingKey.transcript_body``
+    with its sealed pending share; given the commit certificate (from a coordinator
+    rolling the ceremony forward) this is the transcript to store if the certificate
+    commits that body. The node activates iff its index is in
+    ``result.commit.holders``, and destroys its pending share otherwise.
+
+    Raises:
+        DecodeError: ``body`` is not a transcript body.
+        RelayFault: the certificate does not commit this body.
+    """
+    decoded = TranscriptBody.decode(body)
+    problem = commit_problem(cert, decoded, manifest)
+    if problem is not None:
+        raise RelayFault(problem)
+    return Transcript(body=decoded, commit=cert)
+
+
 def load_transcript(data: bytes) -> Transcript:
     """A transcript from its canonical bytes or its JSON file.
 
@@ -350,9 +374,7 @@ def _verify_body(b: TranscriptBody, manifest: Manifest) -> None:
         if e.bundles != expected_echo:
             raise _Invalid(f"the echo of node {e.sender} does not name exactly the bundles")
     seed = tagged_hash("dkg-verify-weights", [m.to_wire() for m in b.bundles])
-    verdict = check_bundles(
-        b.bundles, threshold=p.threshold, participants=parts, weight_seed=seed
-    )
+    verdict = check_bundles(b.bundles, threshold=p.threshold, participants=parts, weight_seed=seed)
     tally = tally_complaints(b.complaints, {m.sender for m in b.bundles}, p.threshold)
     judgement = judge_justifications(b.justifications, tally, verdict.candidates)
     outcome = compute_outcome(parts, verdict, tally, judgement)

@@ -14,6 +14,8 @@ from typing import Any
 from coordinator.backend import (
     BackendError,
     Client,
+    DkgEvent,
+    DkgProgress,
     Forbidden,
     Health,
     KeyExists,
@@ -45,6 +47,8 @@ class FakeBackend:
     down: set[str] = field(default_factory=set)
     failing_hashes: set[bytes] = field(default_factory=set)  # fail inside sign_batch
     partial_failures: dict[str, int] = field(default_factory=dict)
+    progress: dict[str, DkgProgress] = field(default_factory=dict)
+    transcripts: dict[str, bytes] = field(default_factory=dict)  # canonical bytes
 
     def add_key(self, key_id: str, sk: int, status: str = "active") -> KeyInfo:
         pk_g1 = G1_GENERATOR * sk
@@ -157,7 +161,28 @@ class FakeBackend:
         self.calls.append(("run_dkg", (key_id, threshold, min_holders, client.client_id)))
         if key_id in self.keys:
             raise KeyExists(key_id)
-        return self.add_key(key_id, 1000 + len(self.keys))
+        info = self.add_key(key_id, 1000 + len(self.keys))
+        self.progress[key_id] = DkgProgress(
+            key_id=key_id,
+            state="committed",
+            phase="committed",
+            reason="",
+            holders=info.holders,
+            events=(DkgEvent(0.0, "open", "proposal sent"), DkgEvent(0.5, "committed", "done")),
+        )
+        return info
+
+    async def dkg_progress(self, key_id: str) -> DkgProgress:
+        self.calls.append(("dkg_progress", key_id))
+        if key_id not in self.progress:
+            raise UnknownKey(key_id)
+        return self.progress[key_id]
+
+    async def get_transcript(self, key_id: str) -> bytes:
+        self.calls.append(("get_transcript", key_id))
+        if key_id not in self.transcripts:
+            raise UnknownKey(key_id)
+        return self.transcripts[key_id]
 
     async def import_key(
         self,

@@ -250,7 +250,9 @@ def run_ceremony(
         p = node.participant
         if d.to in silent and _phase_order(p.phase) >= _phase_order(silent[d.to]):
             return
-        if p.phase in (Phase.DONE, Phase.ABORTED) and isinstance(d.message, Abort | CommitCertificate):
+        if p.phase in (Phase.DONE, Phase.ABORTED) and isinstance(
+            d.message, Abort | CommitCertificate
+        ):
             return  # the node shell has no ceremony left to end
         data = d.message.encode()
         if capture == d.to:
@@ -292,7 +294,9 @@ def run_ceremony(
     raise AssertionError("the ceremony did not end")
 
 
-def predict_ceremony_id(n: int = 4, t: int = 3, *, min_holders: int | None = None, seed: bytes = b"run") -> bytes:
+def predict_ceremony_id(
+    n: int = 4, t: int = 3, *, min_holders: int | None = None, seed: bytes = b"run"
+) -> bytes:
     """The ceremony id ``run_ceremony`` with these arguments will produce (its nodes'
     nonces come from seeded generators), computed from the opens alone."""
     manifest, keys = make_manifest(n)

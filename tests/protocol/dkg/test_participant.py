@@ -60,7 +60,9 @@ def fresh(p: Participant) -> Participant:
     return clone
 
 
-def in_phase(snapshots: dict[Phase, tuple[Participant, bytes]], honest_run: Run, phase: Phase) -> Participant:
+def in_phase(
+    snapshots: dict[Phase, tuple[Participant, bytes]], honest_run: Run, phase: Phase
+) -> Participant:
     if phase is Phase.DONE:
         done = honest_run.nodes[1].participant
         assert done.phase is Phase.DONE
@@ -77,15 +79,12 @@ def test_the_phases_the_harness_captured_are_the_ones_the_table_expects(
 ) -> None:
     for phase, (p, data) in snapshots.items():
         assert p.phase is phase
-        assert decode_relayed(data).KIND == KINDS[phase]
+        assert KINDS[phase] == decode_relayed(data).KIND
         assert (phase, KINDS[phase]) in TRANSITIONS
 
 
 OUT_OF_PHASE = [
-    (phase, kind)
-    for phase in Phase
-    for kind in KINDS.values()
-    if (phase, kind) not in TRANSITIONS
+    (phase, kind) for phase in Phase for kind in KINDS.values() if (phase, kind) not in TRANSITIONS
 ]
 
 
@@ -109,7 +108,7 @@ def test_terminal_phases_are_sticky(
     p = in_phase(snapshots, honest_run, phase)
     before = p.state
     with pytest.raises(DkgStateError):
-        p.receive(b'\x82\xa4kind\xa9dkg/abort\xa6reason\xa1x', now=1.0)
+        p.receive(b"\x82\xa4kind\xa9dkg/abort\xa6reason\xa1x", now=1.0)
     with pytest.raises(DkgStateError):
         p.tick(now=1e9)
     with pytest.raises(DkgStateError):
@@ -143,7 +142,7 @@ def test_every_phase_before_finish_has_a_deadline_and_finish_has_none(
 def test_the_coordinator_may_abort_in_every_live_phase(
     snapshots: dict[Phase, tuple[Participant, bytes]],
 ) -> None:
-    abort = b'\x82\xa4kind\xa9dkg/abort\xa6reason\xa7because'
+    abort = b"\x82\xa4kind\xa9dkg/abort\xa6reason\xa7because"
     for phase in LIVE_PHASES:
         p = fresh(snapshots[phase][0])
         result = p.receive(abort, now=1.0)
@@ -168,7 +167,9 @@ def _mutate(data: bytes, draw: st.DrawFn) -> bytes:
 
 
 @pytest.mark.parametrize("phase", LIVE_PHASES, ids=str)
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_malformed_messages_only_raise_typed_errors_and_change_nothing(
     snapshots: dict[Phase, tuple[Participant, bytes]], phase: Phase, data: st.DataObject
@@ -222,7 +223,7 @@ def test_a_commit_with_too_few_holders_or_another_hash_is_refused(
         p.handle(dataclasses.replace(cert, signatures=cert.signatures[1:]), now=1.0)
     with pytest.raises(RelayFault, match="another transcript"):
         p.handle(dataclasses.replace(cert, transcript_hash=bytes(32)), now=1.0)
-    (j, sig), *rest = cert.signatures
+    (j, _), *rest = cert.signatures
     with pytest.raises(RelayFault, match="invalid signature"):
         p.handle(dataclasses.replace(cert, signatures=((j, bytes(64)), *rest)), now=1.0)
     assert p.state is before

@@ -3,13 +3,20 @@ manifest, with no secret; one changed byte anywhere makes it invalid."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.dkg import Transcript, load_transcript, verify_transcript
+from protocol.dkg import (
+    RelayFault,
+    Transcript,
+    committed_transcript,
+    load_transcript,
+    verify_transcript,
+)
 from tests.protocol.dkg.harness import KEY_ID, Run, make_manifest
 
 
@@ -71,7 +78,9 @@ def test_one_changed_byte_in_a_signature_a_commitment_or_qual_is_rejected(honest
         assert check.reason, name
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(position=st.floats(min_value=0, max_value=1, exclude_max=True), bit=st.integers(0, 7))
 def test_any_single_bit_flip_is_rejected(honest_run: Run, position: float, bit: int) -> None:
     data = transcript_of(honest_run)
@@ -92,7 +101,9 @@ def test_a_transcript_checked_against_another_manifest_is_rejected(honest_run: R
     assert not check.valid and "signature" in check.reason
 
 
-@pytest.mark.parametrize("garbage", [b"", b"\x00" * 40, b"{", b'{"format": 1}', b"\x81\xa4kind\xa1x"])
+@pytest.mark.parametrize(
+    "garbage", [b"", b"\x00" * 40, b"{", b'{"format": 1}', b"\x81\xa4kind\xa1x"]
+)
 def test_garbage_is_an_invalid_check_not_an_exception(honest_run: Run, garbage: bytes) -> None:
     check = verify_transcript(garbage, honest_run.manifest)
     assert not check.valid and check.key_id is None and check.reason.startswith("malformed")
@@ -102,7 +113,9 @@ def test_only_the_disputed_share_is_ever_revealed(complaint_run: Run) -> None:
     # Node 3 complained (falsely) about dealer 1, so f_1(3) is public from then on;
     # no other s_ij = f_i(j), no coefficient and no final share is in the transcript.
     data = transcript_of(complaint_run)
-    revealed = [(m.sender, j) for m in Transcript.decode(data).body.justifications for j, _ in m.shares]
+    revealed = [
+        (m.sender, j) for m in Transcript.decode(data).body.justifications for j, _ in m.shares
+    ]
     assert revealed == [(1, 3)]
     for i, f in complaint_run.polynomials.items():
         for j in complaint_run.nodes:
@@ -112,3 +125,17 @@ def test_only_the_disputed_share_is_ever_revealed(complaint_run: Run) -> None:
     for node in complaint_run.nodes.values():
         assert node.pending is not None
         assert node.pending.share.to_bytes(32, "big") not in data
+
+
+def test_a_restarted_node_can_check_the_commit_from_the_body_it_kept(honest_run: Run) -> None:
+    node = honest_run.nodes[2]
+    assert node.pending is not None and node.active is not None
+    cert = Transcript.decode(node.active.transcript).commit
+    restored = committed_transcript(node.pending.transcript_body, cert, honest_run.manifest)
+    assert restored.encode() == node.active.transcript and 2 in restored.commit.holders
+    with pytest.raises(RelayFault, match="another transcript"):
+        committed_transcript(
+            node.pending.transcript_body,
+            dataclasses.replace(cert, transcript_hash=bytes(32)),
+            honest_run.manifest,
+        )
