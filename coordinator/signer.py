@@ -608,8 +608,10 @@ async def open_signing_service(
     verify_transcript: KeyVerifier | None = None,
     checkpoint_interval_s: float = 2.0,
     dkg_config: DkgConfig | None = None,
+    service_class: type[SigningService] = SigningService,
 ) -> AsyncIterator[SigningService]:
-    """The coordinator's service while the block runs: its audit log
+    """The coordinator's service (``service_class``: a ``SigningService`` subclass that
+    adds more ``Backend`` calls) while the block runs: its audit log
     (``<data_dir>/audit.log``, log id ``<cluster id hex>/<name>``) and checkpoint store
     (``<data_dir>/checkpoints.log``) open, the registry following the nodes and the
     checkpoint relay running."""
@@ -622,7 +624,7 @@ async def open_signing_service(
         open_audit_log(audit_config) as audit,
         open_checkpoint_store(data_dir / CHECKPOINTS_FILE) as store,
     ):
-        service = SigningService(
+        service = service_class(
             manifest,
             sessions,
             audit=audit,

@@ -85,7 +85,11 @@ def opening_to_json(
 
 
 def decode_open(value: Any, field: str) -> ImportOpen:
-    return ImportOpen.decode(hex_bytes(value, field, max_len=1024))
+    raw = hex_bytes(value, field, max_len=1024)
+    try:
+        return ImportOpen.decode(raw)
+    except DecodeError as exc:
+        raise DecodeError(field, f"not a node's signed open ({exc})") from None
 
 
 def opens_from_json(obj: Mapping[str, Any]) -> list[ImportOpen]:

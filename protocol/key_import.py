@@ -48,10 +48,10 @@ from protocol.dkg.crypto import (
 )
 from protocol.dkg.messages import SignedMessage
 from protocol.dkg.relayed import CommitCertificate
-from protocol.eigenlayer import operator_id
-from protocol.encoding import g1_from_bytes, g1_to_json, g2_from_bytes, g2_to_json
+from protocol.encoding import g1_from_bytes, g1_to_bytes, g1_to_json, g2_from_bytes
 from protocol.errors import DecodeError, Fault, TkmsError
 from protocol.manifest import Manifest
+from protocol.node_api import PublicKeyMetadata
 from protocol.threshold import feldman_verify, public_share
 
 DEALER = 0  # the importer's "dealer index" in the share encryption (nodes are 1..n)
@@ -366,39 +366,57 @@ class ImportTranscript:
             commit=CommitCertificate.from_wire(m["commit"], "transcript.commit"),
         )
 
-    def summary(self) -> dict[str, Any]:
-        """The readable fields of the JSON file (re-derived and compared on load)."""
+    def to_json(self) -> dict[str, Any]:
+        """The file format of ``<cluster-dir>/transcripts/<key>-<epoch>.json`` (the
+        DKG transcript's layout: a summary, then ``transcript``, the canonical bytes in
+        hex; ``from_json`` re-derives the summary and compares)."""
         b = self.bundle
-        pk_g1 = g1_from_bytes(b.commitments[0], field="transcript.commitments[0]")
-        pk_g2 = g2_from_bytes(b.pubkey_g2, field="transcript.pubkey_g2")
         return {
             "format": TRANSCRIPT_FORMAT,
             "keyId": b.key_id,
             "epoch": b.epoch,
             "threshold": b.threshold,
+            "importId": b.import_id().hex(),
+            "transcriptHash": b.transcript_hash().hex(),
             "holders": list(b.holders),
-            "pubkeyG1": g1_to_json(pk_g1),
-            "pubkeyG2": g2_to_json(pk_g2),
-            "operatorId": "0x" + operator_id(pk_g1).hex(),
-            "importId": "0x" + b.import_id().hex(),
-            "transcriptHash": "0x" + b.transcript_hash().hex(),
+            "pubkeyG1": b.commitments[0].hex(),
+            "pubkeyG2": b.pubkey_g2.hex(),
+            "transcript": self.encode().hex(),
         }
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.summary(), "data": self.encode().hex()}
 
     @classmethod
     def from_json(cls, obj: Any) -> Self:
-        if not isinstance(obj, dict) or not isinstance(obj.get("data"), str):
-            raise DecodeError("transcript", "must be an object with a hex 'data' field")
+        """Raises: DecodeError if malformed or if the summary does not match."""
+        if not isinstance(obj, dict) or obj.get("format") != TRANSCRIPT_FORMAT:
+            raise DecodeError("transcript.format", f"expected {TRANSCRIPT_FORMAT!r}")
+        raw = obj.get("transcript")
+        if not isinstance(raw, str):
+            raise DecodeError("transcript.transcript", "must be a hex string")
         try:
-            raw = bytes.fromhex(obj["data"])
+            data = bytes.fromhex(raw)
         except ValueError:
-            raise DecodeError("transcript.data", "is not hex") from None
-        transcript = cls.decode(raw)
+            raise DecodeError("transcript.transcript", "is not valid hex") from None
+        transcript = cls.decode(data)
         if transcript.to_json() != obj:
             raise DecodeError("transcript", "summary fields do not match the transcript")
         return transcript
+
+
+def is_import_transcript(data: bytes) -> bool:
+    """True if ``data`` (canonical bytes or the JSON file) is an import transcript
+    rather than a DKG one (the two share the nodes' transcript store)."""
+    stripped = bytes(data).lstrip()
+    if stripped.startswith(b"{"):
+        try:
+            obj = json.loads(stripped.decode())
+        except (UnicodeDecodeError, ValueError):
+            return False
+        return isinstance(obj, dict) and obj.get("format") == TRANSCRIPT_FORMAT
+    try:
+        value = c.load(bytes(data), "transcript")
+    except DecodeError:
+        return False
+    return isinstance(value, dict) and value.get("kind") == ImportTranscript.KIND
 
 
 def load_import_transcript(data: bytes) -> ImportTranscript:
@@ -456,3 +474,36 @@ def verify_import_transcript(data: bytes, manifest: Manifest) -> ImportCheck:
     if problem:
         return ImportCheck(False, b.key_id, b.holders, verified.pubkey_g1, problem)
     return ImportCheck(True, b.key_id, b.holders, verified.pubkey_g1, "")
+
+
+def metadata_problem(meta: PublicKeyMetadata, transcript: ImportTranscript) -> str | None:
+    """Why ``transcript`` does not commit the key a node reports (``keys.list``), or
+    None: key id, epoch, t, holders, both public keys, every public share and the
+    transcript hash must all be the transcript's."""
+    b = transcript.bundle
+    try:
+        commitments = [g1_from_bytes(raw, field="commitments") for raw in b.commitments]
+    except DecodeError as exc:
+        return f"transcript: {exc}"
+    shares = {j: g1_to_bytes(public_share(commitments, j)) for j in b.holders}
+    checks = (
+        (b.key_id == meta.key_id, "key id"),
+        (b.epoch == meta.epoch, "epoch"),
+        (b.threshold == meta.t, "threshold"),
+        (b.transcript_hash() == meta.transcript_hash, "transcript hash"),
+        (set(b.holders) == set(meta.holders), "holders"),
+        (b.commitments[0] == meta.pk_g1, "public key (G1)"),
+        (b.pubkey_g2 == meta.pk_g2, "public key (G2)"),
+        (all(shares.get(i) == pt for i, pt in meta.public_shares), "public shares"),
+    )
+    bad = [what for ok, what in checks if not ok]
+    return f"differs from the nodes' key in: {', '.join(bad)}" if bad else None
+
+
+def check_import_key(meta: PublicKeyMetadata, data: bytes, manifest: Manifest) -> str | None:
+    """Why an imported key the nodes report must not be served (its transcript does
+    not verify, or commits another key), or None. The coordinator's transcript check."""
+    check = verify_import_transcript(data, manifest)
+    if not check.valid:
+        return check.reason
+    return metadata_problem(meta, load_import_transcript(data))
