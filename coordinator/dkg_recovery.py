@@ -39,6 +39,7 @@ from protocol import node_api
 from protocol.dkg import Transcript, load_transcript, verify_transcript
 from protocol.dkg.relayed import Abort, CommitCertificate
 from protocol.errors import Fault, TkmsError
+from protocol.key_import import check_import_key, is_import_transcript
 
 log = logging.getLogger("tkms.coordinator.dkg")
 
@@ -247,6 +248,12 @@ class DkgRecovery:
         key's transcript verifies and commits exactly this key."""
         holders = [self.names[i] for i in meta.holders if i in self.names]
         data = await self.transcript(meta.key_id, meta.epoch, holders)
+        if is_import_transcript(data):  # an imported key (coordinator.key_import)
+            problem = await trio.to_thread.run_sync(check_import_key, meta, data, self.manifest)
+            if problem is not None:
+                self._transcripts.pop((meta.key_id, meta.epoch), None)
+                raise TranscriptRejected(meta.key_id, problem)
+            return
         check = await trio.to_thread.run_sync(verify_transcript, data, self.manifest)
         if not check.valid:
             self._transcripts.pop((meta.key_id, meta.epoch), None)
