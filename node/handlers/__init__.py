@@ -48,6 +48,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "node.handlers.signing",
     "node.handlers.audit",
     "node.handlers.dkg",
+    "node.handlers.key_import",
 )
 
 
