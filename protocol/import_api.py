@@ -6,7 +6,8 @@ from ``coordinator/key_import.py``. Messages travel as their canonical bytes.
 * ``keys.import_open`` ``{key_id, epoch}`` -> ``{message}``: a signed ``ImportOpen``
   with a fresh X25519 key the node keeps in memory only, for ``OPEN_TTL_S``. Refused
   (``KEY_EXISTS``) for a key id this node holds or ever held, other than an aborted
-  import or DKG; ``BUSY`` while another import of that key id is open or pending.
+  import or DKG; ``BUSY`` while an import of that key id is pending. A newer open of
+  the same key id replaces an older one (its X25519 key is dropped).
 * ``keys.import_share`` ``{key_id, message}`` -> ``{message}``: the ``ImportBundle``;
   the node checks it, decrypts and checks its share, seals it PENDING, drops the
   X25519 key and answers its signed ``ImportSignature``. A bundle that fails a check

@@ -4,7 +4,8 @@
 * ``keys.import_open``: refuse a key id this node holds or ever held (only an aborted
   import or ceremony may be retried) and one with an import already open or pending;
   else draw a nonce and an X25519 key from the node's entropy, keep the secret in
-  memory only (``OPEN_TTL_S``) and answer the signed ``ImportOpen``.
+  memory only (``OPEN_TTL_S``; a newer open of the same key id replaces it) and answer
+  the signed ``ImportOpen``.
 * ``keys.import_share``: the bundle must contain this node's own open unchanged and
   pass ``check_bundle`` (in a worker thread: a pairing) and ``open_share`` (decrypt,
   Feldman check). The X25519 secret is dropped, a *pending record*
@@ -214,8 +215,12 @@ class NodeImporter:
         key_id, epoch = params["key_id"], params["epoch"]
         async with self._lock:
             self._expire_opens()
-            if key_id in self._opens or key_id in self._pending:
-                raise ImportRefused(ImportRefusal.BUSY, f"an import of {key_id!r} is in progress")
+            if key_id in self._pending:
+                raise ImportRefused(ImportRefusal.BUSY, f"an import of {key_id!r} is pending")
+            stale = self._opens.pop(key_id, None)
+            if stale is not None:  # a newer open replaces it (a retried or second import)
+                stale.drop()
+                log.info("import of %s: a new open replaces the previous one", key_id)
             refusal = _taken(await self._history(key_id))
             if refusal is not None:
                 await self._audit("key.import.open", key_id, "refused", reason=refusal.label)
