@@ -213,6 +213,10 @@ def test_imports_keep_the_public_keys_and_operator_ids(
         assert transcript == cluster.root / "transcripts" / f"{key_id}-0.json"
         check = verify_import_transcript(transcript.read_bytes(), cluster.manifest)
         assert check.valid and check.key_id == key_id, check.reason
+    offline = tkms_json(*cluster.cli("dkg", "verify", out["transcript"]))
+    assert (
+        offline["valid"] and offline["keyId"] == out["keyId"] and offline["qual"] == [1, 2, 3, 4, 5]
+    )
     status, doc = cluster.request("GET", "/v1/keys")
     assert status == 200
     states = {k["keyId"]: k["status"] for k in doc["keys"]}
