@@ -13,6 +13,7 @@ from typing import Any
 BENCH_MODULES: tuple[str, ...] = (
     "cluster.bench_crypto",
     "cluster.bench_transport",
+    "cluster.bench_sign",
 )
 
 

@@ -45,6 +45,7 @@ def split_host_port(value: str, field: str) -> tuple[str, int]:
 
 
 def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback literals (127.0.0.0/8, ::1)."""
     if host == "localhost":
         return True
     try:

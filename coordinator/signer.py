@@ -21,7 +21,11 @@ sign_point / destroy_key`` (DESIGN.md "Signing").
 * Batch. One ``sign.batch`` fan-out; ``protocol.batch_aggregation`` combines each
   item from its first t partials, batch-verifies, and sends only failing items
   through a per-item ``Aggregation``. Results in request order, a per-item error
-  where an item could not be signed. The deadline grows with the batch size.
+  where an item could not be signed. A batch asks t holders first (rotating, so the
+  load spreads) and the others only when t is out of reach without them or after
+  the hedge delay (``batch_hedge``): every holder computing every item of a large
+  batch would spend (n-t)/n of the nodes' work on partials that are thrown away.
+  The deadline grows with the batch size.
 * Point (cerberus SignG1): ``sign.partial`` with the point; e(σ, G2) = e(P, PK).
 * Destroy. ``keys.destroy`` to every holder at once; the registry is refreshed from
   the nodes. Anything short of every holder confirming raises ``NotEnoughSigners``
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -97,17 +102,25 @@ class SignerConfig:
     sign_timeout_s: float = 2.0  # CoordinatorConfig.sign_timeout_s
     batch_item_s: float = 0.02  # a batch of k hashes gets sign_timeout_s + k * this
     batch_timeout_max_s: float = 30.0
+    batch_extra: int = 0  # a batch asks t + this many holders first ...
+    batch_hedge_s: float = 0.5  # ... and the others after this + k * batch_hedge_item_s
+    batch_hedge_item_s: float = 0.004
     blame_cooldown_s: float = 60.0
     destroy_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if min(self.sign_timeout_s, self.batch_timeout_max_s, self.destroy_timeout_s) <= 0:
             raise ValueError("SignerConfig deadlines must be positive")
-        if self.batch_item_s < 0 or self.blame_cooldown_s < 0:
-            raise ValueError("SignerConfig batch_item_s and blame_cooldown_s must be >= 0")
+        if min(self.batch_item_s, self.blame_cooldown_s, self.batch_extra) < 0:
+            raise ValueError("SignerConfig batch_item_s, blame_cooldown_s, batch_extra >= 0")
+        if min(self.batch_hedge_s, self.batch_hedge_item_s) < 0:
+            raise ValueError("SignerConfig batch hedge times must be >= 0")
 
     def batch_timeout(self, items: int) -> float:
         return min(self.batch_timeout_max_s, self.sign_timeout_s + items * self.batch_item_s)
+
+    def batch_hedge(self, items: int) -> float:
+        return self.batch_hedge_s + items * self.batch_hedge_item_s
 
 
 def _reason(exc: BaseException) -> str:
@@ -174,6 +187,7 @@ class SigningService(CoordinatorService):
         self._name = {n.index: n.name for n in manifest.nodes}
         self._group_keys: dict[tuple[Any, ...], GroupKey] = {}
         self._cooling: dict[str, float] = {}  # node -> trio time its cooldown ends
+        self._rotation = 0  # where the next batch starts among the holders
         self.partial_failures: Counter[str] = Counter()
 
     # -- keys ------------------------------------------------------------------------
@@ -239,36 +253,46 @@ class SigningService(CoordinatorService):
         timeout: float,  # noqa: ASYNC109
         on_answer: Callable[[str, Any, BaseException | None], Awaitable[Verdict]],
         reserve: Sequence[str] = (),
+        hedge_s: float = math.inf,
     ) -> set[str]:
         """Call every node of ``asked`` at once and hand each answer, in arrival order,
-        to ``on_answer``: ``DONE`` stops, ``MORE`` (t is out of reach with the nodes
-        asked so far) calls the ``reserve`` too (they are appended to ``asked``) or
-        stops if there is none. At ``timeout`` it stops as well; the calls still
-        running are cancelled. Returns the nodes that gave no answer before the
-        deadline (none if ``on_answer`` stopped it)."""
+        to ``on_answer``: ``DONE`` stops; ``MORE`` (t is out of reach with the nodes
+        asked so far) calls the ``reserve`` too (appended to ``asked``), or stops if
+        there is none; so does ``hedge_s`` passing without ``DONE``. At ``timeout`` it
+        stops; the calls still running are cancelled. Returns the nodes that gave no
+        answer before the deadline (none if ``on_answer`` stopped it)."""
         send, receive = trio.open_memory_channel[Answer](len(asked) + len(reserve) + 1)
         waiting = set(asked)
         spare = list(reserve)
+        hedge_at = trio.current_time() + hedge_s
         async with trio.open_nursery() as nursery:
 
-            def start(names: Sequence[str]) -> None:
-                for name in names:
+            def escalate(why: str) -> None:
+                nonlocal spare
+                log.info("asking %s as well (%s)", ", ".join(spare), why)
+                asked.extend(spare)
+                waiting.update(spare)
+                for name in spare:
                     nursery.start_soon(self._call, name, method, params, timeout, send)
+                spare = []
 
-            start(asked)
+            for name in asked:
+                nursery.start_soon(self._call, name, method, params, timeout, send)
             with trio.move_on_after(timeout) as deadline:
                 while waiting:
-                    name, result, error = await receive.receive()
+                    answer: Answer | None = None
+                    with trio.move_on_at(hedge_at if spare else math.inf):
+                        answer = await receive.receive()
+                    if answer is None:
+                        escalate(f"no result within {hedge_s:.2f} s")
+                        continue
+                    name, result, error = answer
                     waiting.discard(name)
                     verdict = await on_answer(name, result, error)
                     if verdict is Verdict.DONE or (verdict is Verdict.MORE and not spare):
                         break
                     if verdict is Verdict.MORE:
-                        log.info("asking %s as well (held back after a bad partial)", spare)
-                        asked += spare
-                        waiting.update(spare)
-                        start(spare)
-                        spare = []
+                        escalate("t is out of reach without them")
             nursery.cancel_scope.cancel()
         return waiting if deadline.cancelled_caught else set()
 
@@ -451,7 +475,16 @@ class SigningService(CoordinatorService):
     ) -> list[SignResult | BackendError]:
         info, key = self._signing_key(key_id)
         hashes = list(msg_hashes)
-        asked, reserve, node_tally = self._targets(info)
+        fresh, cooling, node_tally = self._targets(info)
+        up = [h for h in fresh if self.sessions.is_up(h)]
+        want = info.threshold + self.signer_config.batch_extra
+        if len(up) >= want:  # t holders first, rotating so the work spreads
+            start = self._rotation % len(up)
+            self._rotation += 1
+            asked = (up[start:] + up[:start])[:want]
+        else:
+            asked = list(fresh)
+        reserve = [h for h in fresh if h not in asked] + cooling
         items = [_Tally(dict(node_tally.failures), {}) for _ in hashes]
         batch = BatchAggregation(key, hashes, rng=self._rng)
         answered: set[str] = set()
@@ -492,8 +525,9 @@ class SigningService(CoordinatorService):
             "client": client.client_id,
             "msg_hashes": hashes,
         }
+        hedge = self.signer_config.batch_hedge(len(hashes))
         unanswered = await self._fan_out(
-            asked, SIGN_BATCH, params, timeout, on_answer, reserve=reserve
+            asked, SIGN_BATCH, params, timeout, on_answer, reserve=reserve, hedge_s=hedge
         )
         blamed = self._blame(batch.blamed, key_id)
         results: list[SignResult | BackendError] = []

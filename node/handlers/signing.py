@@ -162,7 +162,13 @@ class NodeSigner:
             )
         return granted
 
-    async def _share(self, key_id: str, records: Sequence[Mapping[str, Any]]) -> int:
+    async def _share(self, key_id: str, epoch: int, records: Sequence[Mapping[str, Any]]) -> int:
+        # ``_admit`` has just read the metadata: ACTIVE at this epoch. The store's cache
+        # holds a share only while its key is active (any status change drops it), so
+        # a hit needs no second metadata read; a miss unseals through ``get_share``.
+        cached = self.ctx.store.cache.get(key_id, epoch)
+        if cached is not None:
+            return cached
         try:
             return await self.ctx.store.get_share(key_id)
         except TkmsError as exc:
@@ -201,18 +207,26 @@ class NodeSigner:
             raise await self._refuse(Refusal.BAD_INPUT, str(exc), [record]) from None
         _meta, rule = await self._admit(key_id, epoch, client, [record])
         await self._consume(key_id, rule, [record])
-        share = await self._share(key_id, [record])
+        share = await self._share(key_id, epoch, [record])
         await self._ensure_entropy(1)
-        partial = sign_partial(
-            share,
-            key_id=key_id,
-            epoch=epoch,
-            index=self.index,
-            msg_hash=target,
-            point=point,
-            rng=self.ctx.entropy,
-        )
-        await self._audit([{**record, "outcome": "signed"}])
+        # The decision is recorded (fsync in a worker thread) while the partial is
+        # computed (in another): both finish before anything is returned.
+        refused: list[Refused] = []
+
+        async def record_decision() -> None:
+            try:
+                await self._audit([{**record, "outcome": "signed"}])
+            except Refused as exc:
+                refused.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(record_decision)
+            partial = await trio.to_thread.run_sync(
+                _sign_one, share, key_id, epoch, self.index, target, point, self.ctx.entropy,
+                limiter=self._cpu,
+            )  # fmt: skip
+        if refused:
+            raise refused[0]
         return partial_to_wire(partial)
 
     # -- sign.batch --------------------------------------------------------------------
@@ -232,7 +246,7 @@ class NodeSigner:
         ]
         _meta, rule = await self._admit(key_id, epoch, client, records)
         granted = await self._consume(key_id, rule, records)
-        share = await self._share(key_id, records[:granted])
+        share = await self._share(key_id, epoch, records[:granted])
         await self._ensure_entropy(granted)
         rng = self.ctx.entropy
         partials = await trio.to_thread.run_sync(
@@ -295,6 +309,15 @@ class NodeSigner:
         await self._audit([{**record, "outcome": "destroyed"}])
         log.warning("key %s (epoch %d) destroyed: share and token key shredded", key_id, epoch)
         return {"key_id": key_id, "status": KeyStatus.DESTROYED.value}
+
+
+def _sign_one(
+    share: int, key_id: str, epoch: int, index: int, target: bytes, point: G1 | None, rng: Rng
+) -> PartialSignature:
+    """In a worker thread: one partial (``target`` is the hash, or the point's bytes)."""
+    return sign_partial(
+        share, key_id=key_id, epoch=epoch, index=index, msg_hash=target, point=point, rng=rng
+    )
 
 
 def _sign_all(

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
 from typing import Any
 
 from nacl.bindings import (
@@ -192,8 +191,3 @@ def batch_weights(seed: bytes, count: int) -> list[int]:
         if w:
             out.append(w)
     return out
-
-
-def sorted_unique(values: Sequence[bytes]) -> list[bytes]:
-    """Sorted, duplicate-free copy (used to normalise sets of message digests)."""
-    return sorted(set(values))

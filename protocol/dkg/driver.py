@@ -168,6 +168,7 @@ class Driver:
         self._justifications: dict[int, dict[bytes, Justification]] = {}
         self._votes: dict[int, TranscriptSignature] = {}
         self._relayed: dict[DriverPhase, tuple[NodeMessage, ...]] = {}
+        self._bodies: dict[Outcome, TranscriptBody] = {}
         self._result: DkgResult | None = None
 
     @property
@@ -417,8 +418,13 @@ class Driver:
     # ------------------------------------------------------------------ phases
 
     def _body(self, outcome: Outcome) -> TranscriptBody:
+        """The body the driver relayed, with a claimed outcome (one per outcome: holders
+        normally all claim the same, and the body's hash is computed once)."""
+        cached = self._bodies.get(outcome)
+        if cached is not None:
+            return cached
         r = self._relayed
-        return TranscriptBody(
+        body = TranscriptBody(
             proposal=self._proposal,
             opens=r.get(DriverPhase.OPEN, ()),  # type: ignore[arg-type]
             bundles=r.get(DriverPhase.DEAL, ()),  # type: ignore[arg-type]
@@ -427,6 +433,9 @@ class Driver:
             justifications=r.get(DriverPhase.JUSTIFY, ()),  # type: ignore[arg-type]
             outcome=outcome,
         )
+        if len(self._bodies) < 2 * len(self._proposal.participants):  # bounded
+            self._bodies[outcome] = body
+        return body
 
     def _advance(self, now: float) -> list[DriverOutput]:
         phase = self._phase

@@ -22,7 +22,7 @@ checked by the receiver against the manifest (``signature_valid``).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, ClassVar, Self
 
@@ -59,8 +59,12 @@ class SignedMessage:
         return encode_canonical(self.to_wire())
 
     def digest(self) -> bytes:
-        """A hash of the whole message, signature included."""
-        return tagged_hash("dkg-message", self.to_wire())
+        """A hash of the whole message, signature included (computed once: messages
+        are immutable, and sets of them are hashed, sorted and compared often)."""
+        memo: dict[str, bytes] = self._memo  # type: ignore[attr-defined]
+        if "digest" not in memo:
+            memo["digest"] = tagged_hash("dkg-message", self.to_wire())
+        return memo["digest"]
 
     def signed_by(self, key: SigningKey) -> Self:
         """A copy carrying ``key``'s signature over ``signed_fields()``."""
@@ -105,6 +109,7 @@ class Open(SignedMessage):
     nonce: bytes
     enc_key: bytes
     sig: bytes = b""
+    _memo: dict[str, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def body(self) -> dict[str, Any]:
         return {
@@ -172,6 +177,7 @@ class DealBundle(SignedMessage):
     ephemeral: bytes
     shares: tuple[tuple[int, bytes], ...]
     sig: bytes = b""
+    _memo: dict[str, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def body(self) -> dict[str, Any]:
         return {
@@ -219,6 +225,7 @@ class Echo(SignedMessage):
     sender: int
     bundles: tuple[tuple[int, bytes], ...]
     sig: bytes = b""
+    _memo: dict[str, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def body(self) -> dict[str, Any]:
         return {
@@ -253,6 +260,7 @@ class Complaints(SignedMessage):
     sender: int
     against: tuple[int, ...]
     sig: bytes = b""
+    _memo: dict[str, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def body(self) -> dict[str, Any]:
         return {"ceremony": self.ceremony, "sender": self.sender, "against": list(self.against)}
@@ -280,6 +288,7 @@ class Justification(SignedMessage):
     sender: int
     shares: tuple[tuple[int, bytes], ...]
     sig: bytes = b""
+    _memo: dict[str, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def body(self) -> dict[str, Any]:
         return {
@@ -365,6 +374,7 @@ class TranscriptSignature(SignedMessage):
     transcript_hash: bytes
     outcome: Outcome
     sig: bytes = b""
+    _memo: dict[str, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def body(self) -> dict[str, Any]:
         return {

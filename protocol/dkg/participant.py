@@ -142,6 +142,12 @@ class Participant:
         return self._state.phase
 
     @property
+    def ceremony(self) -> bytes | None:
+        """The ceremony id once known (from DEAL on): the shell records it as used
+        before it sends the bundle, so the node never takes part in it twice."""
+        return self._state.ceremony or None
+
+    @property
     def deadline(self) -> float | None:
         """When ``tick`` will abort the current phase (None: no local deadline)."""
         return self._state.deadline
@@ -247,9 +253,6 @@ class Participant:
 
     def _deadline(self, now: float) -> float:
         return now + self._config.phase_timeout_s
-
-    def _sign(self, message: SignedMessage) -> SignedMessage:
-        return message.signed_by(self._config.signing_key)
 
     def _check_all(self, s: ParticipantState, messages: Sequence[SignedMessage]) -> None:
         participants = s.proposal.participants if s.proposal else ()

@@ -24,8 +24,8 @@ answered as the protocol requires.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
 
 from protocol.bn254 import G1
@@ -157,6 +157,7 @@ class TranscriptBody:
     complaints: tuple[Complaints, ...]
     justifications: tuple[Justification, ...]
     outcome: Outcome
+    _memo: dict[str, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def ceremony(self) -> bytes:
@@ -175,7 +176,10 @@ class TranscriptBody:
         }
 
     def hash(self) -> bytes:
-        return tagged_hash("dkg-transcript", self.to_wire())
+        """What every holder signs (computed once: the body is immutable)."""
+        if "hash" not in self._memo:
+            self._memo["hash"] = tagged_hash("dkg-transcript", self.to_wire())
+        return self._memo["hash"]
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
@@ -406,8 +410,3 @@ def verify_transcript(transcript_bytes: bytes, manifest: Manifest) -> Transcript
     except (_Invalid, TkmsError, KeyError) as exc:
         return TranscriptCheck(False, key_id, (), None, str(exc) or type(exc).__name__)
     return TranscriptCheck(True, key_id, b.outcome.qual, pubkey, "")
-
-
-def holders_of(transcript: Transcript) -> Mapping[int, bytes]:
-    """Holder index → its transcript signature."""
-    return dict(transcript.commit.signatures)

@@ -11,6 +11,9 @@ subprocess per node, concurrently: SoftHSM2 is one configuration per process.
 
 Run as ``python -m tests.cluster.provision`` it reads one JSON document on stdin:
 ``{"config": path, "clusterId": hex, "index": n, "keys": [{"meta": ..., "share": hex}]}``.
+With ``--cluster-dir D --key-id K`` it deals a fresh random key into every node of the
+(stopped) local cluster in D instead and prints ``{"keyId"}`` (``tkms bench sign``
+uses this until ``POST /v1/dkg`` works).
 """
 
 from __future__ import annotations
@@ -130,9 +133,29 @@ async def _store(doc: dict[str, Any]) -> None:
             await store.activate(key["meta"]["keyId"])
 
 
-def main() -> None:
+def _provision_cluster(root: Path, key_id: str) -> None:
+    from cluster.launcher import ClusterLayout
+    from protocol.manifest import parse_manifest
+
+    layout = ClusterLayout.load(root)
+    manifest = parse_manifest(layout.manifest.read_text())
+    key = deal(key_id, t=layout.threshold, n=len(layout.nodes))
+    provision_nodes([n.config for n in layout.nodes], manifest.cluster_id, [key])
+    sys.stdout.write(json.dumps({"keyId": key_id}) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+
     import trio
 
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster.provision")
+    parser.add_argument("--cluster-dir", type=Path)
+    parser.add_argument("--key-id")
+    args = parser.parse_args(argv)
+    if args.cluster_dir is not None:
+        _provision_cluster(args.cluster_dir, args.key_id or "bench")
+        return
     trio.run(_store, json.loads(sys.stdin.read()))
 
 

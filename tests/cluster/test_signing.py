@@ -43,6 +43,21 @@ NAMES = [f"node{i}" for i in range(1, N + 1)]
 VEC = by_id(load(), "signatureVectors", "sk69-hello-world")
 VEC_MSG = VEC["msgHash"]
 POLICY = "version = 1\n[keys.limited]\ntotal = 3\n"
+UNSEAL_PROBE = """
+import sys
+from pathlib import Path
+from node.config import load_config
+from node.hsm import HsmCore
+from node.sealing import SealKeyUnavailable, ShareContext, unseal
+c = load_config(Path(sys.argv[1]))
+core = HsmCore.open(c.pkcs11_module, c.token_label, c.read_pin(), softhsm2_conf=c.softhsm2_conf)
+try:
+    unseal(core, ShareContext(bytes.fromhex(sys.argv[2]), "doomed", 1, 0),
+           Path(sys.argv[3]).read_bytes())
+    print("UNSEALED")
+except SealKeyUnavailable:
+    print("useless")
+"""  # node 1 opens its own token in a process of its own and tries the restored blob
 
 
 @dataclass
@@ -164,14 +179,16 @@ def test_t_minus_1_nodes_up_gives_503_naming_the_missing_within_the_deadline(
 
 def test_malformed_requests_are_refused_and_nothing_is_signed(cluster: Cluster) -> None:
     marks = {i: keccak256(b"malformed %d" % i) for i in range(4)}
+    sign = "/v1/keys/k1/sign"
+    forged = "tkms_" + "0" * 16 + "_" + "A" * 43  # well formed, unknown
     cases = [
-        (cluster.post("/v1/keys/k1/sign", {"msgHash": "0x" + "zz" * 32}), 400),
-        (cluster.post("/v1/keys/k1/sign", {"msgHash": "0x" + "ab" * 31}), 400),
+        (cluster.post(sign, {"msgHash": "0x" + "zz" * 32}), 400),
+        (cluster.post(sign, {"msgHash": "0x" + "ab" * 31}), 400),
         (cluster.sign("nope", "0x" + marks[0].hex()), 404),
-        (cluster.post("/v1/keys/k1/sign", {"msgHash": "0x" + marks[1].hex()}, cluster.auditor), 403),
-        (cluster.post("/v1/keys/k1/sign", {"msgHash": "0x" + marks[2].hex(), "pad": "x" * 70_000}), 413),
-        (cluster.post("/v1/keys/k1/sign", {"msgHash": "0x" + marks[3].hex()}, "tkms_" + "0" * 16 + "_" + "A" * 43), 401),
-    ]  # fmt: skip
+        (cluster.post(sign, {"msgHash": "0x" + marks[1].hex()}, cluster.auditor), 403),
+        (cluster.post(sign, {"msgHash": "0x" + marks[2].hex(), "pad": "x" * 70_000}), 413),
+        (cluster.post(sign, {"msgHash": "0x" + marks[3].hex()}, forged), 401),
+    ]
     for response, status in cases:
         assert response.status_code == status, response.text
         assert "error" in response.json()
@@ -291,19 +308,24 @@ def test_a_destroyed_key_cannot_sign_and_its_sealed_files_are_useless(
     assert shown["status"] == "destroyed"
     assert not blob.exists()
     shutil.copy(tmp_path / "backup.sealed", blob)  # an old copy of the file comes back
-    code = (
-        "import sys; from pathlib import Path; from node.config import load_config;"
-        "from node.hsm import HsmCore; from node.sealing import ShareContext, unseal, SealKeyUnavailable;"
-        "c = load_config(Path(sys.argv[1])); core = HsmCore.open(c.pkcs11_module, c.token_label,"
-        " c.read_pin(), softhsm2_conf=c.softhsm2_conf);"
-        "ctx = ShareContext(bytes.fromhex(sys.argv[2]), 'doomed', 1, 0)\n"
-        "try:\n unseal(core, ctx, Path(sys.argv[3]).read_bytes()); print('UNSEALED')\n"
-        "except SealKeyUnavailable: print('useless')\n"
-    )
     config = cluster.layout.nodes[0].config
-    p = subprocess.run([sys.executable, "-c", code, str(config), cluster.layout.cluster_id, str(blob)],
-                       env=_env(), cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+    p = subprocess.run(
+        [sys.executable, "-c", UNSEAL_PROBE, str(config), cluster.layout.cluster_id, str(blob)],
+        env=_env(), cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     assert p.stdout.strip() == "useless", p.stderr
+
+
+def test_a_restarted_coordinator_rebuilds_its_registry_from_the_nodes(cluster: Cluster) -> None:
+    launcher.stop_process(cluster.layout, "coordinator")
+    launcher.start_coordinator(cluster.layout)
+    launcher.wait_until_up(cluster.layout, timeout=60, progress=lambda _m: None)
+    r = cluster.sign("k69", VEC_MSG)
+    assert r.status_code == 200 and r.json()["sigma"] == VEC["avsSignature"]["sigma"]
+    keys = httpx.get(cluster.url + "/v1/keys", headers={"Authorization": f"Bearer {cluster.token}"})
+    status = {k["keyId"]: k["status"] for k in keys.json()["keys"]}
+    assert status == {"k69": "active", "k1": "active", "faulty": "active",
+                      "limited": "active", "doomed": "destroyed"}  # fmt: skip
 
 
 def test_audit_logs_verify_and_checkpoints_were_exchanged(cluster: Cluster) -> None:

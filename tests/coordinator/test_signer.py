@@ -440,3 +440,26 @@ def test_checkpoints_are_relayed_only_when_genuine(tmp_path: Path) -> None:
         ] == ["node2"]
 
     run(body)
+
+
+def test_a_batch_asks_t_holders_and_hedges_around_a_slow_one() -> None:
+    msgs = [keccak256(b"hedge %d" % i) for i in range(4)]
+
+    async def body(s: Setup) -> None:
+        s.nodes["node2"].mode = "slow"
+        start = trio.current_time()
+        results = await s.service.sign_batch("k1", msgs, client=CLIENT)
+        elapsed = trio.current_time() - start
+        hedge = s.service.signer_config.batch_hedge(len(msgs))
+        assert hedge <= elapsed < hedge + 1.0  # the others were asked after the hedge delay
+        for m, r in zip(msgs, results, strict=True):
+            assert isinstance(r, SignResult) and "node2" not in r.signers
+            assert r.sigma == py_ecc_mul(hash_to_g1(m), SECRET)
+        assert s.nodes["node2"].cancelled == 1
+        s.nodes["node2"].mode = "ok"
+        calls = {n: len(node.calls) for n, node in s.nodes.items()}
+        await s.service.sign_batch("k1", msgs, client=CLIENT)  # the next one starts further on
+        asked = sorted(n for n, node in s.nodes.items() if len(node.calls) > calls[n])
+        assert asked == ["node2", "node3", "node4"]
+
+    run(body)

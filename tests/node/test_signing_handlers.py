@@ -33,6 +33,7 @@ from node.sealing import SealKeyUnavailable, ShareContext, unseal
 from node.server import open_node
 from protocol.aggregation import dleq_context
 from protocol.audit import AuditRecord, Checkpoint, decode_line, split_lines
+from protocol.bn254 import G1
 from protocol.eigenlayer import hash_to_g1
 from protocol.encoding import g1_from_bytes, g1_to_bytes
 from protocol.hashing import keccak256
@@ -136,11 +137,18 @@ def params(key: DealtKey, msg: bytes, client: str = "demo") -> dict[str, Any]:
     return {"key_id": key.key_id, "epoch": 0, "client": client, "msg_hash": msg}
 
 
-def py_ecc_sign(secret: int, msg: bytes) -> bytes:
-    """secret·H(m) with py_ecc (the oracle); H from the vector-tested hash_to_g1."""
-    h = hash_to_g1(msg)
-    x, y = normalize(multiply((FQ(h.x), FQ(h.y), FQ(1)), secret))
+def py_ecc_mul_bytes(point: G1, k: int) -> bytes:
+    """k·point with py_ecc (the oracle), as 64 bytes X || Y."""
+    x, y = normalize(multiply((FQ(point.x), FQ(point.y), FQ(1)), k))
     return int(x.n).to_bytes(32, "big") + int(y.n).to_bytes(32, "big")
+
+
+def py_ecc_sign(secret: int, msg: bytes) -> bytes:
+    """secret·H(m) with py_ecc; H from the vector-tested hash_to_g1."""
+    return py_ecc_mul_bytes(hash_to_g1(msg), secret)
+
+
+POINT = hash_to_g1(keccak256(b"an already hashed point"))
 
 
 def refusal(exc: pytest.ExceptionInfo[RpcError]) -> Refusal:
@@ -155,6 +163,8 @@ def test_partial_verifies_equals_the_oracle_and_is_audited(node: Node) -> None:
     async def body(signer: NodeSigner, _book: AnchorBook) -> None:
         out["partial"] = await signer.sign_partial(params(key, msg))
         out["seq_after"] = signer.ctx.audit.next_seq
+        point = {"key_id": "k1", "epoch": 0, "client": "demo", "point": g1_to_bytes(POINT)}
+        out["point"] = await signer.sign_partial(point)
         out["batch"] = await signer.sign_batch(
             {"key_id": "k1", "epoch": 0, "client": "demo", "msg_hashes": [msg, b"\x01" * 32]}
         )
@@ -162,6 +172,7 @@ def test_partial_verifies_equals_the_oracle_and_is_audited(node: Node) -> None:
     with_node(node, body)
     p = out["partial"]
     assert p["index"] == 1
+    assert out["point"]["sigma"] == py_ecc_mul_bytes(POINT, key.shares[1])
     assert p["sigma"] == py_ecc_sign(key.shares[1], msg)
     pub = g1_from_bytes(bytes.fromhex(key.metadata["publicShares"]["1"]), field="pub")
     proof = DleqProof.from_bytes(p["proof"])
@@ -179,11 +190,13 @@ def test_partial_verifies_equals_the_oracle_and_is_audited(node: Node) -> None:
     assert items[0]["proof"] != p["proof"]  # hedged nonce: fresh randomness each time
     recs = records(node)
     signed = [r for r in recs if r.outcome == "signed" and r.key_id == "k1"]
-    assert [(r.event, r.msg_hash, r.client) for r in signed[-3:]] == [
+    assert [(r.event, r.msg_hash, r.client) for r in signed[-4:]] == [
         ("sign.partial", msg, "demo"),
+        ("sign.partial", None, "demo"),  # the point: in extra.point
         ("sign.batch", msg, "demo"),
         ("sign.batch", b"\x01" * 32, "demo"),
     ]
+    assert signed[-3].extra["point"] == g1_to_bytes(POINT).hex()
     # the record was durable when the handler returned: it is in the file at that seq
     assert recs[out["seq_after"] - 1].event == "sign.partial"
 

@@ -74,6 +74,9 @@ def excluded(run: Run) -> dict[int, str]:
 def test_honest_run(honest_run: Run) -> None:
     assert_consistent(honest_run, qual=ALL, holders=ALL)
     assert excluded(honest_run) == {}
+    assert {n.participant.ceremony for n in honest_run.nodes.values()} == {
+        honest_run.driver.ceremony
+    }
     assert not any(isinstance(m, Justification) for n in honest_run.nodes.values() for m in n.sent)
 
 

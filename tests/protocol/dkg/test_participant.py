@@ -168,7 +168,7 @@ def _mutate(data: bytes, draw: st.DrawFn) -> bytes:
 
 @pytest.mark.parametrize("phase", LIVE_PHASES, ids=str)
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(data=st.data())
 def test_malformed_messages_only_raise_typed_errors_and_change_nothing(
