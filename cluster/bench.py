@@ -14,6 +14,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "cluster.bench_crypto",
     "cluster.bench_transport",
     "cluster.bench_sign",
+    "cluster.bench_dkg",
 )
 
 

@@ -37,6 +37,7 @@ import trio
 
 from coordinator.backend import (
     CeremonyAborted,
+    CeremonyInProgress,
     DkgEvent,
     DkgProgress,
     InvalidRequest,
@@ -330,9 +331,8 @@ class CeremonyRun:
         names = [self._name(j) for j in sorted(missed)]
         if node_api.DKG_KEY_EXISTS in self.refusals.values():
             raise KeyExists(self.key_id)
-        busy = [self._name(j) for j, c in self.refusals.items() if c == node_api.DKG_BUSY]
-        if busy:
-            reason += f" (another ceremony for this key is in progress on {', '.join(busy)})"
+        if node_api.DKG_BUSY in self.refusals.values():
+            raise CeremonyInProgress(self.key_id)  # an earlier ceremony is not over there
         raise CeremonyAborted(self.key_id, reason, names)
 
 

@@ -18,10 +18,13 @@ for ``stale_after_s``. For an orphaned ceremony every node is asked about that k
   session-up or refresh tries again.
 
 Transcripts (``DkgRecovery.verify_key``, the registry's ``KeyVerifier``): before the
-coordinator serves a key it fetches the transcript from a holder and re-checks it
-with ``protocol.dkg.verify_transcript`` against the manifest, and checks that it
-commits exactly the key the nodes report (t, epoch, holders, both public keys, every
-public share, the transcript hash). A key that fails is reported and not served.
+coordinator serves a key it fetches the transcript from the holders, one after the
+other, re-checks each copy with ``protocol.dkg.verify_transcript`` against the
+manifest, and checks that it commits exactly the key the nodes report (t, epoch,
+holders, both public keys, every public share, the transcript hash). The first copy
+that passes is kept (one good copy proves the key the holders agree on); every copy
+that fails is logged with the node holding it. A key with no good copy is reported
+and not served.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from protocol import node_api
 from protocol.dkg import Transcript, load_transcript, verify_transcript
 from protocol.dkg.relayed import Abort, CommitCertificate
 from protocol.errors import Fault, TkmsError
-from protocol.key_import import check_import_key, is_import_transcript
+from protocol.key_import import check_import_key, is_import_transcript, verify_import_transcript
 
 log = logging.getLogger("tkms.coordinator.dkg")
 
@@ -213,52 +216,67 @@ class DkgRecovery:
 
     # -- transcripts ----------------------------------------------------------------
 
-    async def transcript(self, key_id: str, epoch: int, holders: Sequence[str]) -> bytes:
-        """The stored transcript of (key, epoch) from the first holder that has it."""
+    async def _fetch(self, name: str, key_id: str, epoch: int) -> bytes:
+        raw = await self.sessions.call(
+            name,
+            node_api.DKG_TRANSCRIPT,
+            {"key_id": key_id, "epoch": epoch},
+            timeout=CALL_TIMEOUT_S,
+        )
+        data: bytes = raw["transcript"]
+        return data
+
+    async def _check(self, data: bytes, meta: node_api.PublicKeyMetadata | None) -> str | None:
+        """Why ``data`` is not a valid transcript (of ``meta``), or None."""
+        if is_import_transcript(data):  # an imported key (coordinator.key_import)
+            if meta is None:
+                imported = await trio.to_thread.run_sync(
+                    verify_import_transcript, data, self.manifest
+                )
+                return None if imported.valid else imported.reason
+            return await trio.to_thread.run_sync(check_import_key, meta, data, self.manifest)
+        check = await trio.to_thread.run_sync(verify_transcript, data, self.manifest)
+        if not check.valid:
+            return check.reason
+        return transcript_mismatch(meta, load_transcript(data)) if meta is not None else None
+
+    async def transcript(
+        self,
+        key_id: str,
+        epoch: int,
+        holders: Sequence[str],
+        meta: node_api.PublicKeyMetadata | None = None,
+    ) -> bytes:
+        """A verified transcript of (key, epoch): the first holder's copy that passes
+        ``verify_transcript`` (and commits ``meta``, when given). Holders whose copy
+        fails are logged; ``TranscriptRejected`` if none passes."""
         cached = self._transcripts.get((key_id, epoch))
-        if cached is not None:
+        if cached is not None and meta is None:
             return cached
-        errors = []
+        problems = []
         for name in holders:
             try:
-                raw = await self.sessions.call(
-                    name,
-                    node_api.DKG_TRANSCRIPT,
-                    {"key_id": key_id, "epoch": epoch},
-                    timeout=CALL_TIMEOUT_S,
-                )
+                data = await self._fetch(name, key_id, epoch)
             except (SessionError, TkmsError) as exc:
-                errors.append(f"{name}: {exc}")
+                problems.append(f"{name}: {exc}")
                 continue
-            data: bytes = raw["transcript"]
+            problem = await self._check(data, meta)
+            if problem is not None:
+                log.error(
+                    "key %s: the transcript held by %s is rejected: %s", key_id, name, problem
+                )
+                problems.append(f"{name}: {problem}")
+                continue
             if len(self._transcripts) >= TRANSCRIPT_CACHE:
                 self._transcripts.pop(next(iter(self._transcripts)))
             self._transcripts[(key_id, epoch)] = data
             return data
-        raise (
-            UnknownKey(key_id)
-            if not errors
-            else TranscriptRejected(
-                key_id, "no holder returned it (" + "; ".join(errors)[:300] + ")"
-            )
-        )
+        if not holders:
+            raise UnknownKey(key_id)
+        raise TranscriptRejected(key_id, "; ".join(problems)[:600] or "no holder answered")
 
     async def verify_key(self, meta: node_api.PublicKeyMetadata) -> None:
-        """The registry's ``KeyVerifier``: raise ``TranscriptRejected`` unless the
-        key's transcript verifies and commits exactly this key."""
+        """The registry's ``KeyVerifier``: raise ``TranscriptRejected`` unless some
+        holder's transcript verifies and commits exactly this key."""
         holders = [self.names[i] for i in meta.holders if i in self.names]
-        data = await self.transcript(meta.key_id, meta.epoch, holders)
-        if is_import_transcript(data):  # an imported key (coordinator.key_import)
-            problem = await trio.to_thread.run_sync(check_import_key, meta, data, self.manifest)
-            if problem is not None:
-                self._transcripts.pop((meta.key_id, meta.epoch), None)
-                raise TranscriptRejected(meta.key_id, problem)
-            return
-        check = await trio.to_thread.run_sync(verify_transcript, data, self.manifest)
-        if not check.valid:
-            self._transcripts.pop((meta.key_id, meta.epoch), None)
-            raise TranscriptRejected(meta.key_id, check.reason)
-        problem = transcript_mismatch(meta, load_transcript(data))
-        if problem is not None:
-            self._transcripts.pop((meta.key_id, meta.epoch), None)
-            raise TranscriptRejected(meta.key_id, problem)
+        await self.transcript(meta.key_id, meta.epoch, holders, meta)

@@ -246,6 +246,7 @@ class CoordinatorService:
         self._ready: dict[str, int] = {}  # node -> session number last refreshed in full
         self._last_try: dict[str, float] = {}  # node -> when its last refresh started
         self._refresh_lock = trio.Lock()
+        self._stale = False  # a full refresh is due (a recovery changed keys)
 
     # -- keeping the registry current ------------------------------------------------
 
@@ -265,7 +266,8 @@ class CoordinatorService:
                 log.error("node %s: %s; not using it", name, problem)
                 await self.registry.update(name, [])
                 return
-            await self.recovery.recover_node(name)
+            if await self.recovery.recover_node(name):
+                self._stale = True  # ceremonies were resolved: other nodes' keys changed
             reports = await self._fetch_keys(name)
         except (SessionError, TkmsError) as exc:
             log.warning("refresh of node %s failed: %s", name, exc)
@@ -312,7 +314,8 @@ class CoordinatorService:
                 async with trio.open_nursery() as nursery:
                     for name in sorted(fresh):
                         nursery.start_soon(self.refresh_node, name)
-            if trio.current_time() >= next_full:
+            if trio.current_time() >= next_full or self._stale:
+                self._stale = False
                 await self.refresh()
                 next_full = trio.current_time() + self.config.refresh_interval_s
             await trio.sleep(self.config.watch_interval_s)
@@ -373,7 +376,7 @@ class CoordinatorService:
     ) -> KeyInfo:
         """Run a ceremony (``coordinator.dkg``); the key as the holders now report it."""
         known = [k for k in self.registry.key_infos() if k.key_id == key_id]
-        if known and known[0].status != "destroyed":  # destroyed: the nodes decide
+        if known and known[0].status in ("active", "retiring"):  # else the nodes decide
             raise KeyIdTaken(key_id)
         if not self.dkg.claim(key_id):
             raise CeremonyInProgress(key_id)

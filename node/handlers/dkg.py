@@ -26,16 +26,21 @@ destroyed, ``pending`` ones wait again for the coordinator, and a pending key in
 store that has no record (a crash between sealing and writing the record, so no vote
 was ever sent) is destroyed.
 
+Every call that changes a ceremony runs to its end even if the request is cancelled
+(the coordinator died and its connection closed): otherwise a participant could move
+to FINISH without its share being sealed, or a share be sealed without its record.
+
 Errors: a malformed message is ``BAD_REQUEST`` and changes nothing; refusals carry
 the ``DKG_*`` codes of ``protocol.node_api``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +141,16 @@ class DkgNode:
     def _lock(self, key_id: str) -> trio.Lock:
         return self._locks.setdefault(key_id, trio.Lock())
 
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, key_id: str) -> AsyncIterator[None]:
+        """One call at a time per ceremony, shielded: a call that started changing a
+        ceremony finishes (seals, records, activates, destroys) even when the
+        coordinator's connection, and with it the request, goes away. The work is
+        bounded (HSM calls have their own timeouts)."""
+        with trio.CancelScope(shield=True):
+            async with self._lock(key_id):
+                yield
+
     async def _wait_ready(self) -> None:
         with trio.move_on_after(READY_TIMEOUT_S):
             await self.ready.wait()
@@ -180,7 +195,7 @@ class DkgNode:
                     continue
                 deadline = live.participant.deadline
                 if deadline is not None and now >= deadline:
-                    async with self._lock(key_id):
+                    async with self._exclusive(key_id):
                         if self.live.get(key_id) is not live:
                             continue
                         result = live.participant.tick(now=now)
@@ -262,9 +277,15 @@ class DkgNode:
         self.live.pop(key_id, None)  # FINISH: the participant has nothing left to do
         try:
             await self.ctx.store.put_share(meta, result.pending.share)
-            await trio.to_thread.run_sync(self.disk.write, record)
         except Exception as exc:
             log.error("sealing the share of %s failed: %s", key_id, exc)
+            await self._audit("dkg.abort", key_id, "failed", reason="sealing failed")
+            raise _refuse(node_api.DKG_ABORTED, "the share could not be sealed") from None
+        try:
+            await trio.to_thread.run_sync(self.disk.write, record)
+        except Exception as exc:  # no record, no vote: shred the share at once
+            log.error("recording the ceremony of %s failed: %s", key_id, exc)
+            await self.ctx.store.destroy(key_id)
             await self._audit("dkg.abort", key_id, "failed", reason="sealing failed")
             raise _refuse(node_api.DKG_ABORTED, "the share could not be sealed") from None
         self.pending[key_id] = record
@@ -318,11 +339,14 @@ class DkgNode:
         proposal = Proposal.decode(params["message"])
         if proposal.key_id != key_id:
             raise DecodeError("message.key_id", "differs from the call's key_id")
-        async with self._lock(key_id):
+        async with self._exclusive(key_id):
             if key_id in self.live or key_id in self.pending:
                 raise _refuse(node_api.DKG_BUSY, f"a ceremony for {key_id} is in progress")
             blocked = await self._blocked_key_ids()
             if key_id in blocked:
+                status = (await self.ctx.store.get_metadata(key_id)).status
+                if status is KeyStatus.PENDING:  # an earlier ceremony awaits its end
+                    raise _refuse(node_api.DKG_BUSY, f"key {key_id} is pending on this node")
                 raise _refuse(node_api.DKG_KEY_EXISTS, f"key {key_id} exists on this node")
             coordinator_s = params["phase_timeout_ms"] / 1000
             config = ParticipantConfig(
@@ -355,7 +379,7 @@ class DkgNode:
         await self._wait_ready()
         key_id = params["key_id"]
         message = _STEPS[method].decode(params["message"])
-        async with self._lock(key_id):
+        async with self._exclusive(key_id):
             live = self._live(key_id)
             await self.ctx.entropy.reserve(ENTROPY_DRAWS)
             handle = functools.partial(live.participant.handle, message, now=trio.current_time())
@@ -376,7 +400,7 @@ class DkgNode:
         await self._wait_ready()
         key_id = params["key_id"]
         cert = CommitCertificate.decode(params["message"])
-        async with self._lock(key_id):
+        async with self._exclusive(key_id):
             record = self.pending.get(key_id)
             if record is None:
                 if await self._committed_with(key_id, cert):
@@ -409,7 +433,7 @@ class DkgNode:
         key_id = params["key_id"]
         reason = Abort.decode(params["message"]).reason
         only: bytes | None = params.get("ceremony")
-        async with self._lock(key_id):
+        async with self._exclusive(key_id):
             live = self.live.get(key_id)
             if live is not None:
                 if only is not None and live.participant.state.ceremony != only:
