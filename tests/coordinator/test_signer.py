@@ -30,6 +30,7 @@ from coordinator.backend import (
     UsageLimitExceeded,
 )
 from coordinator.checkpoints import CheckpointRelay
+from coordinator.service import accept_structurally_valid
 from coordinator.sessions import NodeStatistics, NodeUnavailable, RemoteError, Timeout
 from coordinator.signer import SignerConfig, SigningService
 from protocol import node_api
@@ -142,6 +143,8 @@ class FakeSessions:
                 bytes(node.ed25519.verify_key),
                 (),
             ).to_wire()
+        if method is node_api.DKG_STATE:  # no ceremony to roll forward here
+            return {"ceremonies": []}
         if method is node_api.KEYS_LIST:
             meta = replace(self.meta, status=node.status)
             return {"keys": [meta.to_wire()], "more": False}
@@ -242,6 +245,7 @@ def run(
             service = SigningService(
                 manifest(nodes),
                 sessions,  # type: ignore[arg-type]
+                verify_transcript=accept_structurally_valid,  # no transcripts in these fakes
                 audit=audit,
                 signer_config=SignerConfig(sign_timeout_s=2.0, blame_cooldown_s=COOLDOWN),
                 rng=seeded_rng(b"batch"),
