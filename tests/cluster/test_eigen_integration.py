@@ -29,6 +29,7 @@ from Crypto.Hash import keccak
 
 from protocol.audit import decode_line, split_lines
 from protocol.bn254 import R, g1_mul_generator
+from protocol.encoding import g1_from_json, g1_to_compressed
 from protocol.import_json import bundle_to_json, opens_from_json
 from protocol.import_split import check_opens, seal_bundle, split_key
 from protocol.key_import import verify_import_transcript
@@ -313,6 +314,22 @@ def test_registration_params_reproduce_the_vector(
     }
     sig = v["pubkeyRegistrationSignature"]
     assert doc["pubkeyRegistrationParams"]["pubkeyRegistrationSignature"] == dec(sig)
+    # cerberus' SignG1 on the already hashed message point: the same threshold signature
+    point, pb = v["pubkeyRegistrationMessageHash"], official_modules()["signer"]
+    raw = bytes.fromhex(point["X"]["hex"][2:] + point["Y"]["hex"][2:])
+    g1_hex = g1_to_compressed(g1_from_json(dec(v["pubkeyG1"]), field="pk")).hex()
+    channel = grpc.insecure_channel(cluster.grpc, options=NO_PROXY)
+    try:
+        sign_g1 = channel.unary_unary(
+            "/signer.v1.Signer/SignG1",
+            request_serializer=pb.SignG1Request.SerializeToString,
+            response_deserializer=pb.SignG1Response.FromString,
+        )
+        request = pb.SignG1Request(public_key_g1=g1_hex, data=raw)
+        reply = sign_g1(request, metadata=(("authorization", cluster.api_key),), timeout=30)
+    finally:
+        channel.close()
+    assert reply.signature.hex() == sig["X"]["hex"][2:] + sig["Y"]["hex"][2:]
 
 
 # -- bad keystores ------------------------------------------------------------------
