@@ -418,14 +418,14 @@ class NodeImporter:
             self._expire_opens()
             now = self._clock()
             for key_id in [k for k, p in self._pending.items() if p.expires <= now]:
-                meta = await self._metadata(key_id)
-                if meta is not None and meta.status is KeyStatus.ACTIVE:
-                    await self._remove_record(key_id)  # committed before a crash
-                    continue
                 try:
-                    await self._destroy_pending(key_id, "no commit in time")
-                except TkmsError:
-                    continue  # retried at the next pass
+                    meta = await self._metadata(key_id)
+                    if meta is not None and meta.status is KeyStatus.ACTIVE:
+                        await self._remove_record(key_id)  # committed before a crash
+                    else:
+                        await self._destroy_pending(key_id, "no commit in time")
+                except (TkmsError, OSError) as exc:  # retried at the next pass
+                    log.error("import of %s: expiry failed (%s); retrying", key_id, exc)
 
     async def run_expiry(self) -> None:
         await self.load_records()
