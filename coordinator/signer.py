@@ -8,16 +8,16 @@ sign_point / destroy_key`` (DESIGN.md "Signing").
   e(pk_g1, G2) = e(G1, pk_g2)); then ``verify_transcript`` runs — the hook where the
   DKG work re-verifies the key's transcript. The aggregation key (``GroupKey``) is
   kept per (key id, epoch, transcript hash, public key).
-* Sign. One ``sign.partial`` to every holder at once (a node blamed within
-  ``blame_cooldown_s`` is held in reserve: asked only once t is out of reach without
-  it); partials go to an
-  ``Aggregation`` in arrival order; as soon as it is ``Done`` the other calls are
-  cancelled (slow nodes are never waited for). A node whose partial failed its DLEQ
-  proof is named in the log, the audit record and the ``partial failures`` metric,
-  and cooled down, while the request still succeeds. Fewer than t usable answers
-  within ``sign_timeout_s`` (or as soon as t can no longer be reached) raise
-  ``NotEnoughSigners`` naming the missing holders; when the nodes' own policy is
-  what stopped it, ``Forbidden`` (client not allowed) or ``UsageLimitExceeded``.
+* Sign. One ``sign.partial`` to every holder at once (``coordinator.fanout``; a node
+  blamed within ``blame_cooldown_s`` is held in reserve: asked only once t is out of
+  reach without it); partials go to an ``Aggregation`` in arrival order; as soon as
+  it is ``Done`` the other calls are cancelled (slow nodes are never waited for). A
+  node whose partial failed its DLEQ proof is named in the log, the audit record and
+  the ``partial failures`` metric, and cooled down, while the request still succeeds.
+  Fewer than t usable answers within ``sign_timeout_s`` (or as soon as t can no
+  longer be reached) raise ``NotEnoughSigners`` naming the missing holders; when the
+  nodes' own policy stopped it, ``Forbidden`` (client not allowed),
+  ``UsageLimitExceeded`` or ``KeyNotActive``.
 * Batch. One ``sign.batch`` fan-out; ``protocol.batch_aggregation`` combines each
   item from its first t partials, batch-verifies, and sends only failing items
   through a per-item ``Aggregation``. Results in request order, a per-item error
@@ -33,15 +33,18 @@ sign_point / destroy_key`` (DESIGN.md "Signing").
 
 Every decision is appended to the coordinator's audit log (client, key id, message
 hash, outcome, signers, blamed and missing nodes) before the answer goes out.
+
+``open_signing_service(manifest, sessions, name=..., data_dir=...)`` is what the
+coordinator process runs: the service with its audit log (``<data_dir>/audit.log``),
+its checkpoint store (``<data_dir>/checkpoints.log``), the registry watcher and the
+checkpoint relay (``coordinator.checkpoints``).
 """
 
 from __future__ import annotations
 
-import enum
 import logging
-import math
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -63,12 +66,13 @@ from coordinator.backend import (
 )
 from coordinator.checkpoints import CheckpointRelay
 from coordinator.dkg import DkgConfig
+from coordinator.fanout import Verdict, fan_out
 from coordinator.service import (
     CoordinatorService,
     KeyVerifier,
     ServiceConfig,
 )
-from coordinator.sessions import SessionError, SessionManager
+from coordinator.sessions import SessionManager
 from protocol import node_api
 from protocol.aggregation import Aggregation, Done, GroupKey, PartialSignature
 from protocol.batch_aggregation import BatchAggregation
@@ -78,7 +82,7 @@ from protocol.errors import DecodeError
 from protocol.group_key import group_key_from_metadata
 from protocol.manifest import Manifest
 from protocol.rng import Rng, os_rng
-from protocol.rpc import Method, RpcError
+from protocol.rpc import RpcError
 from protocol.sign_api import (
     KEYS_DESTROY,
     SIGN_BATCH,
@@ -90,7 +94,6 @@ from protocol.sign_api import (
 
 log = logging.getLogger("tkms.coordinator.signer")
 
-Answer = tuple[str, Any, BaseException | None]  # (node, result, error)
 _POLICY_ERRORS = (Refusal.CLIENT_NOT_ALLOWED, Refusal.USAGE_LIMIT)
 _STALE_KEY = (Refusal.UNKNOWN_KEY, Refusal.KEY_NOT_ACTIVE, Refusal.EPOCH_MISMATCH)
 
@@ -132,14 +135,6 @@ def _reason(exc: BaseException) -> str:
 
 def _refusal(exc: BaseException | None) -> Refusal | None:
     return refusal_of(exc.code) if isinstance(exc, RpcError) else None
-
-
-class Verdict(enum.Enum):
-    """What a fan-out does after an answer."""
-
-    CONTINUE = "continue"
-    DONE = "done"
-    MORE = "more"  # t is out of reach with the nodes asked so far
 
 
 @dataclass(slots=True)
@@ -230,72 +225,6 @@ class SigningService(CoordinatorService):
         skipped = {h: "excluded after a bad partial" for h in reserve}
         return fresh, reserve, _Tally(skipped, {})
 
-    async def _call(
-        self,
-        name: str,
-        method: Method,
-        params: dict[str, Any],
-        timeout: float,  # noqa: ASYNC109 - handed to SessionManager.call
-        answers: trio.MemorySendChannel[Answer],
-    ) -> None:
-        try:
-            result = await self.sessions.call(name, method, params, timeout=timeout)
-        except (SessionError, RpcError, DecodeError) as exc:
-            answers.send_nowait((name, None, exc))
-        else:
-            answers.send_nowait((name, result, None))
-
-    async def _fan_out(
-        self,
-        asked: list[str],
-        method: Method,
-        params: dict[str, Any],
-        timeout: float,  # noqa: ASYNC109
-        on_answer: Callable[[str, Any, BaseException | None], Awaitable[Verdict]],
-        reserve: Sequence[str] = (),
-        hedge_s: float = math.inf,
-    ) -> set[str]:
-        """Call every node of ``asked`` at once and hand each answer, in arrival order,
-        to ``on_answer``: ``DONE`` stops; ``MORE`` (t is out of reach with the nodes
-        asked so far) calls the ``reserve`` too (appended to ``asked``), or stops if
-        there is none; so does ``hedge_s`` passing without ``DONE``. At ``timeout`` it
-        stops; the calls still running are cancelled. Returns the nodes that gave no
-        answer before the deadline (none if ``on_answer`` stopped it)."""
-        send, receive = trio.open_memory_channel[Answer](len(asked) + len(reserve) + 1)
-        waiting = set(asked)
-        spare = list(reserve)
-        hedge_at = trio.current_time() + hedge_s
-        async with trio.open_nursery() as nursery:
-
-            def escalate(why: str) -> None:
-                nonlocal spare
-                log.info("asking %s as well (%s)", ", ".join(spare), why)
-                asked.extend(spare)
-                waiting.update(spare)
-                for name in spare:
-                    nursery.start_soon(self._call, name, method, params, timeout, send)
-                spare = []
-
-            for name in asked:
-                nursery.start_soon(self._call, name, method, params, timeout, send)
-            with trio.move_on_after(timeout) as deadline:
-                while waiting:
-                    answer: Answer | None = None
-                    with trio.move_on_at(hedge_at if spare else math.inf):
-                        answer = await receive.receive()
-                    if answer is None:
-                        escalate(f"no result within {hedge_s:.2f} s")
-                        continue
-                    name, result, error = answer
-                    waiting.discard(name)
-                    verdict = await on_answer(name, result, error)
-                    if verdict is Verdict.DONE or (verdict is Verdict.MORE and not spare):
-                        break
-                    if verdict is Verdict.MORE:
-                        escalate("t is out of reach without them")
-            nursery.cancel_scope.cancel()
-        return waiting if deadline.cancelled_caught else set()
-
     def _node_error(self, name: str, error: BaseException, tally: _Tally) -> None:
         """Tally a failed call; errors that are not the nodes' policy count as failures."""
         refusal = _refusal(error)
@@ -376,8 +305,8 @@ class SigningService(CoordinatorService):
             return Verdict.MORE if usable < info.threshold else Verdict.CONTINUE
 
         timeout = self.signer_config.sign_timeout_s
-        unanswered = await self._fan_out(
-            asked, SIGN_PARTIAL, params, timeout, on_answer, reserve=reserve
+        unanswered = await fan_out(
+            self.sessions, asked, SIGN_PARTIAL, params, timeout, on_answer, reserve=reserve
         )
         blamed = self._blame(agg.blamed, info.key_id)
         if done:
@@ -526,8 +455,15 @@ class SigningService(CoordinatorService):
             "msg_hashes": hashes,
         }
         hedge = self.signer_config.batch_hedge(len(hashes))
-        unanswered = await self._fan_out(
-            asked, SIGN_BATCH, params, timeout, on_answer, reserve=reserve, hedge_s=hedge
+        unanswered = await fan_out(
+            self.sessions,
+            asked,
+            SIGN_BATCH,
+            params,
+            timeout,
+            on_answer,
+            reserve=reserve,
+            hedge_s=hedge,
         )
         blamed = self._blame(batch.blamed, key_id)
         results: list[SignResult | BackendError] = []
@@ -586,7 +522,7 @@ class SigningService(CoordinatorService):
         params = {"key_id": key_id, "epoch": info.epoch, "client": client.client_id}
         timeout = self.signer_config.destroy_timeout_s
         holders = list(info.holders)
-        unanswered = await self._fan_out(holders, KEYS_DESTROY, params, timeout, on_answer)
+        unanswered = await fan_out(self.sessions, holders, KEYS_DESTROY, params, timeout, on_answer)
         for name in unanswered:
             failures[name] = f"no answer within {timeout} s"
         async with trio.open_nursery() as nursery:  # the registry follows the nodes

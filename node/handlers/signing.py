@@ -88,7 +88,7 @@ class NodeSigner:
         self.policy = policy
         self.ledger = ledger
         self.index = ctx.entry.index
-        self._cpu = trio.CapacityLimiter(1)  # one worker thread signs batches at a time
+        self._cpu = trio.CapacityLimiter(1)  # one worker thread computes partials at a time
 
     # -- decisions ---------------------------------------------------------------------
 
