@@ -385,6 +385,7 @@ class CoordinatorService:
             result = await self.dkg.run(key_id, threshold, min_holders)
         finally:
             self.dkg.release(key_id)
+            self._stale = True  # committed or aborted: the nodes' keys changed
         await self.refresh()
         try:
             return self.registry.get(key_id)
