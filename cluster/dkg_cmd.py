@@ -15,7 +15,10 @@ coordinator's reason.
 ``tkms dkg verify PATH [--manifest M] [--json]`` runs
 ``protocol.dkg.verify_transcript`` against the manifest's public keys (default: the
 cluster dir's ``manifest.toml``), with no secret and no network, and prints
-``{"valid", "keyId", "qual", "pubkeyG1", "reason"}``; exit 1 when invalid.
+``{"valid", "keyId", "qual", "pubkeyG1", "reason"}``; exit 1 when invalid. A
+``tkms key import`` transcript is checked with ``protocol.key_import``'s
+``verify_import_transcript`` (``qual`` then lists its holders: an import has no
+dealers to qualify).
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from typing import Any
 from cluster import launcher
 from cluster.client import ApiFailure, CoordinatorClient, api_key
 from cluster.output import emit, progress
-from protocol.dkg import load_transcript, verify_transcript
+from protocol.dkg import TranscriptCheck, load_transcript, verify_transcript
 from protocol.encoding import g1_to_json
 from protocol.errors import DecodeError, Fault, TkmsError
+from protocol.key_import import is_import_transcript, verify_import_transcript
 from protocol.manifest import ManifestError, parse_manifest
 
 POLL_S = 0.3
@@ -196,7 +200,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         data = args.path.read_bytes()
     except OSError as exc:
         raise DkgCommandError(f"cannot read {args.path}: {exc.strerror}") from None
-    check = verify_transcript(data, manifest)
+    if is_import_transcript(data):  # a `tkms key import` transcript: no QUAL, its holders
+        imported = verify_import_transcript(data, manifest)
+        check = TranscriptCheck(
+            imported.valid, imported.key_id, imported.holders, imported.pubkey_g1, imported.reason
+        )
+    else:
+        check = verify_transcript(data, manifest)
     result = {
         "valid": check.valid,
         "keyId": check.key_id,

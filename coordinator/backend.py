@@ -6,9 +6,15 @@ same conformance tests. Errors are typed so each front end maps them to its own
 status codes (HTTP 4xx/503, gRPC status).
 
 Added for the HTTP API (add, never rename): ``health()`` with ``Health`` /
-``NodeHealth`` / ``KeyHealth``; ``run_dkg`` and ``import_key`` (operator calls) with
-``PasswordRef``; errors ``InvalidRequest`` (400) and ``CeremonyAborted`` (502);
-``KEY_ID_PATTERN`` / ``is_valid_key_id`` shared by every front end.
+``NodeHealth`` / ``KeyHealth``; ``run_dkg`` (operator call); errors ``InvalidRequest``
+(400) and ``CeremonyAborted`` (502); ``KEY_ID_PATTERN`` / ``is_valid_key_id`` shared by
+every front end.
+
+Key import (issue 7; the coordinator is untrusted, so it never sees a keystore, a
+password or the key): ``open_import`` returns the nodes' signed per-import encryption
+keys (``ImportOpening``), ``import_key`` relays an ``ImportBundle`` the operator's CLI
+built (public data and per-node ciphertexts only) and commits it (``ImportResult``).
+The earlier ``import_key(keystore, PasswordRef)`` is gone on purpose.
 
 Added for the coordinator process: ``NotImplementedYet`` (501), raised by a backend
 for an operation it does not offer yet.
@@ -22,15 +28,14 @@ for the key refuse the request.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import ClassVar, Protocol
 
 from protocol.bn254 import G1, G2
 from protocol.errors import Fault, TkmsError
+from protocol.key_import import ImportBundle, ImportOpen
 
 # Key ids name directories on the nodes and appear in URLs: a conservative charset.
 KEY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -244,33 +249,23 @@ class DkgProgress:
 
 
 @dataclass(frozen=True, slots=True)
-class PasswordRef:
-    """Where the coordinator finds a keystore password: ``env`` (a variable in the
-    coordinator's environment), ``file`` (an absolute path it can read; one trailing
-    newline stripped) or ``inline`` (sent in the request; never logged). The repr
-    hides inline values."""
+class ImportOpening:
+    """The nodes' answers to an import's open: ``opens`` maps node names to their
+    signed ``ImportOpen`` (checked by the caller against the manifest), ``missing``
+    names the nodes that did not open, with the reason."""
 
-    kind: Literal["env", "file", "inline"]
-    value: str
+    key_id: str
+    epoch: int
+    opens: tuple[tuple[str, ImportOpen], ...]
+    missing: tuple[tuple[str, str], ...] = ()
 
-    def __repr__(self) -> str:
-        shown = "<hidden>" if self.kind == "inline" else self.value
-        return f"PasswordRef(kind={self.kind!r}, value={shown!r})"
 
-    def resolve(self) -> bytes:
-        """The password bytes; ``InvalidRequest`` if the reference does not resolve."""
-        if self.kind == "inline":
-            return self.value.encode()
-        if self.kind == "env":
-            v = os.environ.get(self.value)
-            if v is None:
-                raise InvalidRequest("password.env", f"variable {self.value} is not set")
-            return v.encode()
-        try:
-            data = Path(self.value).read_bytes()
-        except OSError as exc:
-            raise InvalidRequest("password.file", f"cannot read: {exc.strerror}") from None
-        return data[:-1] if data.endswith(b"\n") else data
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """A committed import: the key's public data and its ``ImportTranscript`` bytes."""
+
+    key: KeyInfo
+    transcript: bytes
 
 
 class Backend(Protocol):
@@ -303,18 +298,20 @@ class Backend(Protocol):
         ``InvalidRequest``, ``CeremonyAborted``."""
         ...
 
+    async def open_import(
+        self, key_id: str, *, min_holders: int | None, client: Client
+    ) -> ImportOpening:
+        """Ask every node to open an import of ``key_id`` (fresh per-import encryption
+        keys). Raises ``KeyExists``, ``Forbidden``, ``NotEnoughSigners`` (fewer than
+        ``min_holders`` nodes opened; None = every node)."""
+        ...
+
     async def import_key(
-        self,
-        key_id: str,
-        keystore: Mapping[str, Any],
-        password: PasswordRef,
-        *,
-        threshold: int,
-        min_holders: int | None,
-        client: Client,
-    ) -> KeyInfo:
-        """Split an existing eigensdk-go / EIP-2335 keystore (its parsed JSON) into the
-        nodes. Raises ``KeyExists``, ``InvalidRequest``, ``CeremonyAborted``."""
+        self, key_id: str, bundle: ImportBundle, *, min_holders: int | None, client: Client
+    ) -> ImportResult:
+        """Relay ``bundle`` to its holders, collect their signatures, commit. Any failure
+        aborts the import on every holder (nothing pending, nothing active). Raises
+        ``KeyExists``, ``InvalidRequest``, ``CeremonyAborted``."""
         ...
 
     async def dkg_progress(self, key_id: str) -> DkgProgress:

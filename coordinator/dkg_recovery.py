@@ -42,6 +42,7 @@ from protocol import node_api
 from protocol.dkg import Transcript, load_transcript, verify_transcript
 from protocol.dkg.relayed import Abort, CommitCertificate
 from protocol.errors import Fault, TkmsError
+from protocol.key_import import check_import_key, is_import_transcript, verify_import_transcript
 
 log = logging.getLogger("tkms.coordinator.dkg")
 
@@ -227,6 +228,13 @@ class DkgRecovery:
 
     async def _check(self, data: bytes, meta: node_api.PublicKeyMetadata | None) -> str | None:
         """Why ``data`` is not a valid transcript (of ``meta``), or None."""
+        if is_import_transcript(data):  # an imported key (coordinator.key_import)
+            if meta is None:
+                imported = await trio.to_thread.run_sync(
+                    verify_import_transcript, data, self.manifest
+                )
+                return None if imported.valid else imported.reason
+            return await trio.to_thread.run_sync(check_import_key, meta, data, self.manifest)
         check = await trio.to_thread.run_sync(verify_transcript, data, self.manifest)
         if not check.valid:
             return check.reason

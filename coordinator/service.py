@@ -49,11 +49,12 @@ from coordinator.backend import (
     Client,
     DkgProgress,
     Health,
+    ImportOpening,
+    ImportResult,
     KeyHealth,
     KeyInfo,
     NodeHealth,
     NotImplementedYet,
-    PasswordRef,
     SignResult,
     UnknownKey,
 )
@@ -65,6 +66,7 @@ from protocol import node_api
 from protocol.bn254 import G1, G2
 from protocol.eigenlayer import operator_id
 from protocol.errors import TkmsError
+from protocol.key_import import ImportBundle
 from protocol.manifest import Manifest, NodeEntry
 from protocol.rng import os_rng
 from protocol.rpc import PROTOCOL_VERSION
@@ -412,16 +414,14 @@ class CoordinatorService:
         info = self.registry.get(key_id)
         return await self.recovery.transcript(key_id, info.epoch, info.holders)
 
+    async def open_import(
+        self, key_id: str, *, min_holders: int | None, client: Client
+    ) -> ImportOpening:
+        raise NotImplementedYet("key import")
+
     async def import_key(
-        self,
-        key_id: str,
-        keystore: Mapping[str, Any],
-        password: PasswordRef,
-        *,
-        threshold: int,
-        min_holders: int | None,
-        client: Client,
-    ) -> KeyInfo:
+        self, key_id: str, bundle: ImportBundle, *, min_holders: int | None, client: Client
+    ) -> ImportResult:
         raise NotImplementedYet("key import")
 
 

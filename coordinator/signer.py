@@ -164,9 +164,9 @@ class SigningService(CoordinatorService):
         config: ServiceConfig | None = None,
         signer_config: SignerConfig | None = None,
         verify_transcript: KeyVerifier | None = None,
+        rng: Rng = os_rng,
         name: str = "coordinator",
         dkg_config: DkgConfig | None = None,
-        rng: Rng = os_rng,
     ) -> None:
         super().__init__(
             manifest,
@@ -178,7 +178,7 @@ class SigningService(CoordinatorService):
         )
         self.signer_config = signer_config or SignerConfig()
         self.audit = audit
-        # None: the DKG's transcript re-verification (``coordinator.dkg_recovery``)
+        # None: the DKG's transcript re-verification (coordinator.dkg_recovery)
         self._verify_transcript = verify_transcript or self.recovery.verify_key
         self._rng = rng
         self._index = {n.name: n.index for n in manifest.nodes}
@@ -578,11 +578,13 @@ async def open_signing_service(
     data_dir: Path,
     config: ServiceConfig | None = None,
     signer_config: SignerConfig | None = None,
-    dkg_config: DkgConfig | None = None,
     verify_transcript: KeyVerifier | None = None,
     checkpoint_interval_s: float = 2.0,
+    dkg_config: DkgConfig | None = None,
+    service_class: type[SigningService] = SigningService,
 ) -> AsyncIterator[SigningService]:
-    """The coordinator's service while the block runs: its audit log
+    """The coordinator's service (``service_class``: a ``SigningService`` subclass that
+    adds more ``Backend`` calls) while the block runs: its audit log
     (``<data_dir>/audit.log``, log id ``<cluster id hex>/<name>``) and checkpoint store
     (``<data_dir>/checkpoints.log``) open, the registry following the nodes and the
     checkpoint relay running."""
@@ -595,7 +597,7 @@ async def open_signing_service(
         open_audit_log(audit_config) as audit,
         open_checkpoint_store(data_dir / CHECKPOINTS_FILE) as store,
     ):
-        service = SigningService(
+        service = service_class(
             manifest,
             sessions,
             audit=audit,

@@ -49,6 +49,7 @@ from coordinator.http.core import (
     Router,
     json_response,
 )
+from coordinator.http.eigen import EigenRoutes
 from coordinator.http.views import (
     health_view,
     hex32,
@@ -153,7 +154,6 @@ class HttpApp:
             Route("GET", "/healthz", self.healthz, "health"),
             Route("GET", "/metrics", self.metrics, "metrics"),
             Route("GET", "/v1/keys", self.list_keys, "authenticated"),
-            Route("POST", "/v1/keys/import", self.import_key, "operator", True, "ceremony"),
             Route("GET", "/v1/keys/{key_id}", self.get_key, "authenticated"),
             Route("DELETE", "/v1/keys/{key_id}", self.destroy_key, "operator"),
             Route("POST", "/v1/keys/{key_id}/sign", self.sign, "signer", True, "sign"),
@@ -161,6 +161,7 @@ class HttpApp:
             Route("POST", "/v1/dkg", self.dkg, "operator", True, "ceremony"),
             Route("GET", "/v1/dkg/{key_id}", self.dkg_progress, "operator"),
             Route("GET", "/v1/keys/{key_id}/transcript", self.get_transcript, "authenticated"),
+            *EigenRoutes(self.backend).routes(),  # key import, registration signature
         ]
 
     # -- pipeline -----------------------------------------------------------------
@@ -357,18 +358,6 @@ class HttpApp:
     async def get_transcript(self, req: Request, ctx: Context) -> Response:
         data = await self.backend.get_transcript(ctx.params["key_id"])
         return json_response(200, transcript_view(data))
-
-    async def import_key(self, req: Request, ctx: Context) -> Response:
-        kid, threshold, min_holders, keystore, password = v.import_body(req.body)
-        info = await self.backend.import_key(
-            kid,
-            keystore,
-            password,
-            threshold=threshold,
-            min_holders=min_holders,
-            client=_client(ctx),
-        )
-        return json_response(201, key_view(info), [("Location", f"/v1/keys/{kid}")])
 
 
 _BEARER = ("WWW-Authenticate", 'Bearer realm="tkms"')

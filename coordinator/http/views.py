@@ -12,6 +12,7 @@ from typing import Any
 from coordinator.backend import DkgProgress, Health, KeyInfo, SignResult
 from protocol.dkg import load_transcript
 from protocol.encoding import g1_to_json, g2_to_json
+from protocol.key_import import ImportTranscript, is_import_transcript
 
 
 def hex32(b: bytes) -> str:
@@ -96,4 +97,6 @@ def progress_view(p: DkgProgress) -> dict[str, Any]:
 def transcript_view(data: bytes) -> dict[str, Any]:
     """The transcript file format (``protocol.dkg.Transcript.to_json``): a readable
     summary plus the canonical bytes in hex, every field re-checked on load."""
+    if is_import_transcript(data):  # an imported key: protocol.key_import's file format
+        return ImportTranscript.decode(data).to_json()
     return load_transcript(data).to_json()

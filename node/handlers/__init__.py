@@ -48,6 +48,8 @@ HANDLER_MODULES: tuple[str, ...] = (
     "node.handlers.dkg",
     "node.handlers.signing",
     "node.handlers.audit",
+    "node.handlers.dkg",
+    "node.handlers.key_import",
 )
 
 

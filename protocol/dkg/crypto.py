@@ -44,6 +44,8 @@ from protocol.rng import Rng
 
 DOMAIN = b"tkms/v1/"
 SHARE_KEY_LABEL = b"tkms/v1/dkg-share-key"
+# Share-encryption purposes: HKDF label tkms/v1/<purpose>-share-key, AAD tag <purpose>-share.
+SHARE_PURPOSES = ("dkg", "import")
 _NONCE = bytes(12)
 BATCH_WEIGHT_BITS = 128
 
@@ -84,6 +86,12 @@ def _hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> byte
     return out[:length]
 
 
+def _share_label(purpose: str) -> bytes:
+    if purpose not in SHARE_PURPOSES:
+        raise ValueError(f"unknown share-encryption purpose {purpose!r}")
+    return DOMAIN + purpose.encode() + b"-share-key"
+
+
 def _share_key(
     shared: bytes,
     ceremony: bytes,
@@ -91,9 +99,10 @@ def _share_key(
     recipient_key: bytes,
     dealer: int,
     recipient: int,
+    purpose: str = "dkg",
 ) -> bytes:
     info = (
-        SHARE_KEY_LABEL
+        _share_label(purpose)
         + ephemeral
         + recipient_key
         + dealer.to_bytes(4, "big")
@@ -102,8 +111,8 @@ def _share_key(
     return _hkdf_sha256(shared, ceremony, info)
 
 
-def _aad(ceremony: bytes, dealer: int, recipient: int) -> bytes:
-    return encode_canonical(["dkg-share", ceremony, dealer, recipient])
+def _aad(ceremony: bytes, dealer: int, recipient: int, purpose: str = "dkg") -> bytes:
+    return encode_canonical([f"{purpose}-share", ceremony, dealer, recipient])
 
 
 def encrypt_share(
@@ -115,8 +124,10 @@ def encrypt_share(
     ephemeral_secret: bytes,
     ephemeral_public: bytes,
     recipient_key: bytes,
+    purpose: str = "dkg",
 ) -> bytes:
-    """The 48-byte ciphertext of ``share`` for ``recipient``.
+    """The 48-byte ciphertext of ``share`` for ``recipient``. ``purpose`` separates
+    the uses (``SHARE_PURPOSES``: the DKG, key import): HKDF label and AAD differ.
 
     Raises:
         VerificationError: ``recipient_key`` is a small-order X25519 point.
@@ -125,9 +136,9 @@ def encrypt_share(
         shared = crypto_scalarmult(ephemeral_secret, recipient_key)
     except NaclRuntimeError:
         raise VerificationError(f"encryption key of node {recipient} has small order") from None
-    key = _share_key(shared, ceremony, ephemeral_public, recipient_key, dealer, recipient)
+    key = _share_key(shared, ceremony, ephemeral_public, recipient_key, dealer, recipient, purpose)
     ct: bytes = crypto_aead_chacha20poly1305_ietf_encrypt(
-        share.to_bytes(32, "big"), _aad(ceremony, dealer, recipient), _NONCE, key
+        share.to_bytes(32, "big"), _aad(ceremony, dealer, recipient, purpose), _NONCE, key
     )
     return ct
 
@@ -141,8 +152,9 @@ def decrypt_share(
     recipient_secret: bytes,
     recipient_key: bytes,
     ephemeral_public: bytes,
+    purpose: str = "dkg",
 ) -> int:
-    """The share in ``ciphertext`` (an integer < r).
+    """The share in ``ciphertext`` (an integer < r), encrypted for ``purpose``.
 
     Raises:
         ShareDecryptionError: it does not decrypt, or holds a value >= r.
@@ -151,10 +163,10 @@ def decrypt_share(
         shared = crypto_scalarmult(recipient_secret, ephemeral_public)
     except NaclRuntimeError:
         raise ShareDecryptionError("ephemeral key has small order") from None
-    key = _share_key(shared, ceremony, ephemeral_public, recipient_key, dealer, recipient)
+    key = _share_key(shared, ceremony, ephemeral_public, recipient_key, dealer, recipient, purpose)
     try:
         plain: bytes = crypto_aead_chacha20poly1305_ietf_decrypt(
-            ciphertext, _aad(ceremony, dealer, recipient), _NONCE, key
+            ciphertext, _aad(ceremony, dealer, recipient, purpose), _NONCE, key
         )
     except (CryptoError, ValueError, TypeError):
         raise ShareDecryptionError("ciphertext does not authenticate") from None

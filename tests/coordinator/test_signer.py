@@ -143,7 +143,7 @@ class FakeSessions:
                 bytes(node.ed25519.verify_key),
                 (),
             ).to_wire()
-        if method is node_api.DKG_STATE:
+        if method is node_api.DKG_STATE:  # no ceremony to roll forward here
             return {"ceremonies": []}
         if method is node_api.KEYS_LIST:
             meta = replace(self.meta, status=node.status)
@@ -245,9 +245,9 @@ def run(
             service = SigningService(
                 manifest(nodes),
                 sessions,  # type: ignore[arg-type]
+                verify_transcript=accept_structurally_valid,  # no transcripts in these fakes
                 audit=audit,
                 signer_config=SignerConfig(sign_timeout_s=2.0, blame_cooldown_s=COOLDOWN),
-                verify_transcript=accept_structurally_valid,  # dealt keys: no transcript
                 rng=seeded_rng(b"batch"),
             )
             for name in NAMES:
