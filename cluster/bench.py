@@ -13,6 +13,8 @@ from typing import Any
 BENCH_MODULES: tuple[str, ...] = (
     "cluster.bench_crypto",
     "cluster.bench_transport",
+    "cluster.bench_dkg",
+    "cluster.bench_sign",
 )
 
 

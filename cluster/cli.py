@@ -18,10 +18,14 @@ from protocol.errors import TkmsError
 # Modules that contribute subcommands (each has ``register(subparsers)``).
 COMMAND_MODULES: tuple[str, ...] = (
     "cluster.audit_cmd",
+    "cluster.avs_cmd",
     "cluster.bench",
     "cluster.chaos.command",
     "cluster.cluster_cmd",
     "cluster.demo",
+    "cluster.dkg_cmd",
+    "cluster.key_import_cmd",
+    "cluster.sign_cmd",
     "coordinator.commands",
     "node.commands",
 )

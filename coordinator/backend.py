@@ -6,25 +6,36 @@ same conformance tests. Errors are typed so each front end maps them to its own
 status codes (HTTP 4xx/503, gRPC status).
 
 Added for the HTTP API (add, never rename): ``health()`` with ``Health`` /
-``NodeHealth`` / ``KeyHealth``; ``run_dkg`` and ``import_key`` (operator calls) with
-``PasswordRef``; errors ``InvalidRequest`` (400) and ``CeremonyAborted`` (502);
-``KEY_ID_PATTERN`` / ``is_valid_key_id`` shared by every front end.
+``NodeHealth`` / ``KeyHealth``; ``run_dkg`` (operator call); errors ``InvalidRequest``
+(400) and ``CeremonyAborted`` (502); ``KEY_ID_PATTERN`` / ``is_valid_key_id`` shared by
+every front end.
+
+Key import (issue 7; the coordinator is untrusted, so it never sees a keystore, a
+password or the key): ``open_import`` returns the nodes' signed per-import encryption
+keys (``ImportOpening``), ``import_key`` relays an ``ImportBundle`` the operator's CLI
+built (public data and per-node ciphertexts only) and commits it (``ImportResult``).
+The earlier ``import_key(keystore, PasswordRef)`` is gone on purpose.
 
 Added for the coordinator process: ``NotImplementedYet`` (501), raised by a backend
 for an operation it does not offer yet.
+
+Added for the DKG: ``get_transcript`` and ``dkg_progress`` with ``DkgProgress`` /
+``DkgEvent``; error ``CeremonyInProgress`` (409).
+
+Added for threshold signing: ``UsageLimitExceeded`` (429): the nodes' own usage limits
+for the key refuse the request.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import ClassVar, Protocol
 
 from protocol.bn254 import G1, G2
 from protocol.errors import Fault, TkmsError
+from protocol.key_import import ImportBundle, ImportOpen
 
 # Key ids name directories on the nodes and appear in URLs: a conservative charset.
 KEY_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -129,6 +140,19 @@ class NotEnoughSigners(BackendError):
         self.missing = tuple(missing)
 
 
+class UsageLimitExceeded(BackendError):
+    """Enough nodes refused because the key reached their usage limit (HTTP 429)."""
+
+    fault: ClassVar[Fault] = Fault.CLIENT
+
+    def __init__(self, key_id: str, nodes: Sequence[str]) -> None:
+        super().__init__(
+            f"key {key_id!r} reached the usage limit of nodes {', '.join(nodes) or 'none'}"
+        )
+        self.key_id = key_id
+        self.nodes = tuple(nodes)
+
+
 class InvalidRequest(BackendError):
     """A request the backend refuses on its own grounds (e.g. threshold > n, a
     keystore that does not decrypt): HTTP 400."""
@@ -152,6 +176,16 @@ class CeremonyAborted(BackendError):
         self.key_id = key_id
         self.reason = reason
         self.missed = tuple(missed)
+
+
+class CeremonyInProgress(BackendError):
+    """A ceremony (or its recovery) for this key id is already running: HTTP 409."""
+
+    fault: ClassVar[Fault] = Fault.CLIENT
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"a ceremony for key {key_id!r} is already in progress")
+        self.key_id = key_id
 
 
 class NotImplementedYet(BackendError):
@@ -194,33 +228,44 @@ class Health:
 
 
 @dataclass(frozen=True, slots=True)
-class PasswordRef:
-    """Where the coordinator finds a keystore password: ``env`` (a variable in the
-    coordinator's environment), ``file`` (an absolute path it can read; one trailing
-    newline stripped) or ``inline`` (sent in the request; never logged). The repr
-    hides inline values."""
+class DkgEvent:
+    """One line of a ceremony's progress."""
 
-    kind: Literal["env", "file", "inline"]
-    value: str
+    at: float  # seconds since the ceremony started
+    phase: str
+    message: str
 
-    def __repr__(self) -> str:
-        shown = "<hidden>" if self.kind == "inline" else self.value
-        return f"PasswordRef(kind={self.kind!r}, value={shown!r})"
 
-    def resolve(self) -> bytes:
-        """The password bytes; ``InvalidRequest`` if the reference does not resolve."""
-        if self.kind == "inline":
-            return self.value.encode()
-        if self.kind == "env":
-            v = os.environ.get(self.value)
-            if v is None:
-                raise InvalidRequest("password.env", f"variable {self.value} is not set")
-            return v.encode()
-        try:
-            data = Path(self.value).read_bytes()
-        except OSError as exc:
-            raise InvalidRequest("password.file", f"cannot read: {exc.strerror}") from None
-        return data[:-1] if data.endswith(b"\n") else data
+@dataclass(frozen=True, slots=True)
+class DkgProgress:
+    """A ceremony as an operator follows it (``GET /v1/dkg/{key_id}``)."""
+
+    key_id: str
+    state: str  # "running" | "committed" | "aborted"
+    phase: str  # the driver's phase (open, deal, echo, complain, justify, sign, ...)
+    reason: str  # why it aborted ("" otherwise)
+    holders: tuple[str, ...]  # node names, once committed
+    events: tuple[DkgEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ImportOpening:
+    """The nodes' answers to an import's open: ``opens`` maps node names to their
+    signed ``ImportOpen`` (checked by the caller against the manifest), ``missing``
+    names the nodes that did not open, with the reason."""
+
+    key_id: str
+    epoch: int
+    opens: tuple[tuple[str, ImportOpen], ...]
+    missing: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """A committed import: the key's public data and its ``ImportTranscript`` bytes."""
+
+    key: KeyInfo
+    transcript: bytes
 
 
 class Backend(Protocol):
@@ -253,16 +298,28 @@ class Backend(Protocol):
         ``InvalidRequest``, ``CeremonyAborted``."""
         ...
 
+    async def open_import(
+        self, key_id: str, *, min_holders: int | None, client: Client
+    ) -> ImportOpening:
+        """Ask every node to open an import of ``key_id`` (fresh per-import encryption
+        keys). Raises ``KeyExists``, ``Forbidden``, ``NotEnoughSigners`` (fewer than
+        ``min_holders`` nodes opened; None = every node)."""
+        ...
+
     async def import_key(
-        self,
-        key_id: str,
-        keystore: Mapping[str, Any],
-        password: PasswordRef,
-        *,
-        threshold: int,
-        min_holders: int | None,
-        client: Client,
-    ) -> KeyInfo:
-        """Split an existing eigensdk-go / EIP-2335 keystore (its parsed JSON) into the
-        nodes. Raises ``KeyExists``, ``InvalidRequest``, ``CeremonyAborted``."""
+        self, key_id: str, bundle: ImportBundle, *, min_holders: int | None, client: Client
+    ) -> ImportResult:
+        """Relay ``bundle`` to its holders, collect their signatures, commit. Any failure
+        aborts the import on every holder (nothing pending, nothing active). Raises
+        ``KeyExists``, ``InvalidRequest``, ``CeremonyAborted``."""
+        ...
+
+    async def dkg_progress(self, key_id: str) -> DkgProgress:
+        """The progress of the latest ceremony for ``key_id`` run by this coordinator
+        (running or ended). Raises ``UnknownKey`` if there is none."""
+        ...
+
+    async def get_transcript(self, key_id: str) -> bytes:
+        """The canonical transcript bytes of ``key_id``'s current epoch (public data,
+        ``protocol.dkg.Transcript``). Raises ``UnknownKey``."""
         ...

@@ -12,6 +12,9 @@
     tls_key = ""
     sign_timeout_s = 2.0
     dkg_phase_timeout_s = 30.0
+    require_transcripts = true             # serve only keys whose DKG transcript a holder
+                                           # proves (false: public-data checks only,
+                                           # for keys dealt by a test dealer)
 
 The coordinator holds no key share: its only secret is its Noise static key.
 """
@@ -45,6 +48,7 @@ def split_host_port(value: str, field: str) -> tuple[str, int]:
 
 
 def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback literals (127.0.0.0/8, ::1)."""
     if host == "localhost":
         return True
     try:
@@ -67,6 +71,7 @@ class CoordinatorConfig:
     tls_key: Path | None = None
     sign_timeout_s: float = 2.0
     dkg_phase_timeout_s: float = 30.0
+    require_transcripts: bool = True
 
     def __post_init__(self) -> None:
         for field, (host, _) in (
@@ -98,6 +103,7 @@ _KEYS: dict[str, type | tuple[type, ...]] = {
     "tls_key": str,
     "sign_timeout_s": (int, float),
     "dkg_phase_timeout_s": (int, float),
+    "require_transcripts": bool,
 }
 _REQUIRED = {"name", "manifest", "noise_key_file", "api_keys_file", "http_listen", "grpc_listen"}
 
@@ -136,6 +142,7 @@ def parse_config(text: str, *, base_dir: Path) -> CoordinatorConfig:
         tls_key=path("tls_key"),
         sign_timeout_s=float(doc.get("sign_timeout_s", 2.0)),
         dkg_phase_timeout_s=float(doc.get("dkg_phase_timeout_s", 30.0)),
+        require_transcripts=doc.get("require_transcripts", True),
     )
 
 

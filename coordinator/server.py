@@ -1,12 +1,15 @@
-"""The coordinator process: Noise sessions to every node, the service, the HTTP API.
+"""The coordinator process: Noise sessions to every node, the service, HTTP and gRPC.
 
 ``serve_coordinator(config, shutdown=...)`` refuses to start (a typed error, nothing
 left open) unless its Noise key file is private (0600) and well formed, the manifest
 lists this coordinator by name with exactly that key (the nodes would refuse it
 otherwise), and the API keys file loads. It then dials every node of the manifest
 (each pinned to its own Noise key; redial with backoff), runs the
-``CoordinatorService`` (registry rebuilt from the nodes) and serves the HTTP API on
-``http_listen``. Setting ``shutdown`` stops the HTTP server and closes every session.
+``SigningService`` (``coordinator.signer``: the registry rebuilt from the nodes,
+threshold signing, the audit log and the checkpoint relay; ``coordinator.key_import``
+adds key import) and serves the HTTP API on ``http_listen`` and the cerberus-compatible
+gRPC API on ``grpc_listen`` (``coordinator.grpc_front``), one metrics registry for
+both. Setting ``shutdown`` stops both servers and closes every session.
 ``run_coordinator_process`` is the ``tkms coordinator run`` entry (SIGTERM/SIGINT).
 
 The Noise key file holds the 32-byte X25519 private key as 64 hex digits and a
@@ -28,10 +31,14 @@ import trio
 
 from coordinator.auth import ApiKeyStore
 from coordinator.config import CoordinatorConfig
+from coordinator.dkg import DkgConfig
+from coordinator.grpc_front import start_grpc
 from coordinator.http import http_config_for, serve_http
+from coordinator.key_import import ImportingService
 from coordinator.metrics import Registry
-from coordinator.service import ServiceConfig, open_service
+from coordinator.service import ServiceConfig, accept_structurally_valid
 from coordinator.sessions import NodeEndpoint, SessionConfig, open_session_manager
+from coordinator.signer import SignerConfig, open_signing_service
 from protocol.errors import Fault, TkmsError
 from protocol.manifest import Manifest, ManifestError, parse_manifest
 from protocol.noise import KeyPair, NoiseConfigError
@@ -139,23 +146,37 @@ async def serve_coordinator(
         open_session_manager(
             endpoints, identity=identity, cluster_id=manifest.cluster_id, config=session_config
         ) as sessions,
-        open_service(manifest, sessions, config=service_config) as service,
+        open_signing_service(
+            manifest,
+            sessions,
+            name=config.name,
+            data_dir=config.data_dir,
+            config=service_config,
+            signer_config=SignerConfig(sign_timeout_s=config.sign_timeout_s),
+            dkg_config=DkgConfig(phase_timeout_s=config.dkg_phase_timeout_s),
+            verify_transcript=None if config.require_transcripts else accept_structurally_valid,
+            service_class=ImportingService,
+        ) as service,
         trio.open_nursery() as nursery,
     ):
+        metrics = Registry()  # shared by the HTTP and gRPC front ends
         try:
             port = await nursery.start(
-                partial(serve_http, service, auth, config=http_config, metrics=Registry())
+                partial(serve_http, service, auth, config=http_config, metrics=metrics)
             )
         except OSError as exc:
             host, wanted = config.http_listen
             raise CoordinatorStartupError(f"cannot listen on {host}:{wanted}: {exc}") from None
+        grpc_port = await start_grpc(nursery, service, auth, config, metrics)
         log.info(
-            "coordinator %s: cluster %s, %d node(s), HTTP on %s:%d",
+            "coordinator %s: cluster %s, %d node(s), HTTP on %s:%d, gRPC on %s:%d",
             config.name,
             manifest.cluster_id.hex(),
             len(endpoints),
             http_config.host,
             port,
+            config.grpc_listen[0],
+            grpc_port,
         )
         task_status.started(port)
         await shutdown.wait()

@@ -12,16 +12,23 @@ per key id:
 * every reporting holder must agree on the public part (t, n, holders, PK G1/G2,
   public shares, transcript hash); a disagreement keeps the key out of the registry
   and is logged (a node that lies or a ceremony that went wrong: never guess);
-* every point is validated, then ``verify_key`` runs: the hook where the DKG work
-  re-verifies the key's transcript (fetched from the nodes) before the coordinator
-  trusts it. Until then it accepts structurally valid keys;
+* every point is validated, then ``verify_key`` runs: by default
+  ``coordinator.dkg_recovery.DkgRecovery.verify_key``, which fetches the key's
+  transcript from a holder and re-verifies it against the manifest; a key that fails
+  is reported (``conflicts``) and not served. Pending keys (a ceremony in its commit
+  phase) and destroyed ones (e.g. an aborted ceremony's) can never sign: they are
+  listed without that check and never cached as verified;
 * the status is the one most reporting holders give (ties: the later status).
+
+Before a node's keys are read, its unfinished ceremonies are resolved
+(``DkgRecovery.recover_node``: roll forward if a commit certificate exists, else
+abort), so a restarted coordinator finishes what its predecessor left. ``run_dkg``
+runs a ceremony (``coordinator.dkg``), one per key id at a time.
 
 ``health()`` is cheap: session state and the registry, no fan-out. A node is "up"
 once its current session exists AND it passed ``node.status`` and ``keys.list`` on
-that session, so "every node up" also means the registry is rebuilt. Signing and the
-ceremonies raise ``NotImplementedYet`` (HTTP 501) until the signing and DKG work
-replaces them; that work subclasses or extends ``CoordinatorService``.
+that session, so "every node up" also means the registry is rebuilt. Signing raises
+``NotImplementedYet`` (HTTP 501) until the signing work replaces it.
 """
 
 from __future__ import annotations
@@ -38,27 +45,36 @@ import trio
 
 from coordinator.backend import (
     BackendError,
+    CeremonyInProgress,
     Client,
+    DkgProgress,
     Health,
+    ImportOpening,
+    ImportResult,
     KeyHealth,
     KeyInfo,
     NodeHealth,
     NotImplementedYet,
-    PasswordRef,
     SignResult,
     UnknownKey,
 )
+from coordinator.backend import KeyExists as KeyIdTaken
+from coordinator.dkg import DkgConfig, DkgCoordinator
+from coordinator.dkg_recovery import DkgRecovery
 from coordinator.sessions import SessionError, SessionManager
 from protocol import node_api
-from protocol.bn254 import G1
+from protocol.bn254 import G1, G2
 from protocol.eigenlayer import operator_id
 from protocol.errors import TkmsError
+from protocol.key_import import ImportBundle
 from protocol.manifest import Manifest, NodeEntry
+from protocol.rng import os_rng
 from protocol.rpc import PROTOCOL_VERSION
 
 log = logging.getLogger("tkms.coordinator.service")
 
 STATUS_ORDER = {s: i for i, s in enumerate(node_api.KEY_STATUSES)}
+UNVERIFIED = ("pending", "destroyed")  # statuses listed without a transcript check
 MAX_PAGES = 1024  # keys.list pages per node per refresh (64 keys each)
 
 KeyVerifier = Callable[[node_api.PublicKeyMetadata], Awaitable[None]]
@@ -66,8 +82,8 @@ KeyVerifier = Callable[[node_api.PublicKeyMetadata], Awaitable[None]]
 
 
 async def accept_structurally_valid(meta: node_api.PublicKeyMetadata) -> None:
-    """Default ``KeyVerifier``: points were validated already; transcripts are
-    re-verified once the DKG work provides them (``keys.transcript``)."""
+    """A ``KeyVerifier`` for tests: accept any key whose points are valid (the
+    default re-verifies the transcript, ``DkgRecovery.verify_key``)."""
     return None
 
 
@@ -143,7 +159,17 @@ class KeyRegistry:
         if strangers:
             self._conflict(key_id, f"nodes {strangers} report it but are not holders")
             return
+        votes = Counter(r.status for r in current.values())
+        status = max(votes, key=lambda s: (votes[s], STATUS_ORDER[s]))
         info = self._verified.get(sample.public_part())
+        if info is None and status in UNVERIFIED:  # never served: listed, not cached
+            try:
+                pk_g1, pk_g2, _shares = sample.points()
+            except TkmsError as exc:
+                self._conflict(key_id, f"rejected: {exc}")
+                return
+            self._keys[key_id] = _key_info(sample, self._names, pk_g1, pk_g2)
+            return
         if info is None:
             try:
                 pk_g1, pk_g2, _shares = sample.points()
@@ -151,27 +177,31 @@ class KeyRegistry:
             except TkmsError as exc:
                 self._conflict(key_id, f"rejected: {exc}")
                 return
-            info = KeyInfo(
-                key_id=key_id,
-                threshold=sample.t,
-                n=sample.n,
-                epoch=epoch,
-                holders=tuple(self._names[i] for i in sample.holders),
-                pk_g1=pk_g1,
-                pk_g2=pk_g2,
-                operator_id=operator_id(pk_g1),
-                status=sample.status,
-                transcript_hash=sample.transcript_hash,
-            )
+            info = _key_info(sample, self._names, pk_g1, pk_g2)
             self._verified[sample.public_part()] = info
-        votes = Counter(r.status for r in current.values())
-        status = max(votes, key=lambda s: (votes[s], STATUS_ORDER[s]))
         self._keys[key_id] = _with_status(info, status)
 
     def _conflict(self, key_id: str, reason: str) -> None:
         if self.conflicts.get(key_id) != reason:
             log.error("key %s left out of the registry: %s", key_id, reason)
         self.conflicts[key_id] = reason
+
+
+def _key_info(
+    meta: node_api.PublicKeyMetadata, names: Mapping[int, str], pk_g1: G1, pk_g2: G2
+) -> KeyInfo:
+    return KeyInfo(
+        key_id=meta.key_id,
+        threshold=meta.t,
+        n=meta.n,
+        epoch=meta.epoch,
+        holders=tuple(names[i] for i in meta.holders),
+        pk_g1=pk_g1,
+        pk_g2=pk_g2,
+        operator_id=operator_id(pk_g1),
+        status=meta.status,
+        transcript_hash=meta.transcript_hash,
+    )
 
 
 def _with_status(info: KeyInfo, status: str) -> KeyInfo:
@@ -200,16 +230,23 @@ class CoordinatorService:
         sessions: SessionManager,
         *,
         config: ServiceConfig | None = None,
-        verify_key: KeyVerifier = accept_structurally_valid,
+        verify_key: KeyVerifier | None = None,
+        name: str = "coordinator",
+        dkg_config: DkgConfig | None = None,
     ) -> None:
         self.manifest = manifest
         self.sessions = sessions
         self.config = config or ServiceConfig()
-        self.registry = KeyRegistry(manifest, verify_key)
+        self.dkg = DkgCoordinator(
+            manifest, sessions, name=name, instance=os_rng(16), config=dkg_config
+        )
+        self.recovery = DkgRecovery(self.dkg)
+        self.registry = KeyRegistry(manifest, verify_key or self.recovery.verify_key)
         self._node_errors: dict[str, str] = {}  # node -> why it is not usable
         self._ready: dict[str, int] = {}  # node -> session number last refreshed in full
         self._last_try: dict[str, float] = {}  # node -> when its last refresh started
         self._refresh_lock = trio.Lock()
+        self._stale = False  # a full refresh is due (a recovery changed keys)
 
     # -- keeping the registry current ------------------------------------------------
 
@@ -229,6 +266,8 @@ class CoordinatorService:
                 log.error("node %s: %s; not using it", name, problem)
                 await self.registry.update(name, [])
                 return
+            if await self.recovery.recover_node(name):
+                self._stale = True  # ceremonies were resolved: other nodes' keys changed
             reports = await self._fetch_keys(name)
         except (SessionError, TkmsError) as exc:
             log.warning("refresh of node %s failed: %s", name, exc)
@@ -275,7 +314,8 @@ class CoordinatorService:
                 async with trio.open_nursery() as nursery:
                     for name in sorted(fresh):
                         nursery.start_soon(self.refresh_node, name)
-            if trio.current_time() >= next_full:
+            if trio.current_time() >= next_full or self._stale:
+                self._stale = False
                 await self.refresh()
                 next_full = trio.current_time() + self.config.refresh_interval_s
             await trio.sleep(self.config.watch_interval_s)
@@ -334,18 +374,54 @@ class CoordinatorService:
     async def run_dkg(
         self, key_id: str, threshold: int, *, min_holders: int | None, client: Client
     ) -> KeyInfo:
-        raise NotImplementedYet("DKG")
+        """Run a ceremony (``coordinator.dkg``); the key as the holders now report it."""
+        known = [k for k in self.registry.key_infos() if k.key_id == key_id]
+        if known and known[0].status in ("active", "retiring"):  # else the nodes decide
+            raise KeyIdTaken(key_id)
+        if not self.dkg.claim(key_id):
+            raise CeremonyInProgress(key_id)
+        try:
+            log.info("client %s runs a DKG for %s (t = %d)", client.client_id, key_id, threshold)
+            result = await self.dkg.run(key_id, threshold, min_holders)
+        finally:
+            self.dkg.release(key_id)
+            self._stale = True  # committed or aborted: the nodes' keys changed
+        await self.refresh()
+        try:
+            return self.registry.get(key_id)
+        except UnknownKey:
+            info = result.info
+            return KeyInfo(
+                key_id=key_id,
+                threshold=info.threshold,
+                n=len(result.holders),
+                epoch=info.epoch,
+                holders=tuple(self.manifest.node_by_index(j).name for j in result.holders),
+                pk_g1=info.pubkey_g1,
+                pk_g2=info.pubkey_g2,
+                operator_id=operator_id(info.pubkey_g1),
+                status="active",
+                transcript_hash=info.transcript_hash,
+            )
+
+    async def dkg_progress(self, key_id: str) -> DkgProgress:
+        progress = self.dkg.progress.get(key_id)
+        if progress is None:
+            raise UnknownKey(key_id)
+        return progress.snapshot()
+
+    async def get_transcript(self, key_id: str) -> bytes:
+        info = self.registry.get(key_id)
+        return await self.recovery.transcript(key_id, info.epoch, info.holders)
+
+    async def open_import(
+        self, key_id: str, *, min_holders: int | None, client: Client
+    ) -> ImportOpening:
+        raise NotImplementedYet("key import")
 
     async def import_key(
-        self,
-        key_id: str,
-        keystore: Mapping[str, Any],
-        password: PasswordRef,
-        *,
-        threshold: int,
-        min_holders: int | None,
-        client: Client,
-    ) -> KeyInfo:
+        self, key_id: str, bundle: ImportBundle, *, min_holders: int | None, client: Client
+    ) -> ImportResult:
         raise NotImplementedYet("key import")
 
 
@@ -376,10 +452,21 @@ async def open_service(
     sessions: SessionManager,
     *,
     config: ServiceConfig | None = None,
-    verify_key: KeyVerifier = accept_structurally_valid,
+    verify_key: KeyVerifier | None = None,
+    name: str = "coordinator",
+    dkg_config: DkgConfig | None = None,
 ) -> AsyncIterator[CoordinatorService]:
-    """A ``CoordinatorService`` whose registry follows the nodes while the block runs."""
-    service = CoordinatorService(manifest, sessions, config=config, verify_key=verify_key)
+    """A ``CoordinatorService`` whose registry follows the nodes while the block runs
+    (``verify_key`` None: transcripts are re-verified; ``name``: this coordinator in
+    the manifest)."""
+    service = CoordinatorService(
+        manifest,
+        sessions,
+        config=config,
+        verify_key=verify_key,
+        name=name,
+        dkg_config=dkg_config,
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(service.watch)
         try:

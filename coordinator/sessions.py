@@ -46,9 +46,9 @@ from protocol.rpc import (
     Role,
     RpcError,
 )
+from shell.rpc_stream import RECEIVE_BYTES, ConnectionWriter
 
 log = logging.getLogger("tkms.sessions")
-RECEIVE_BYTES = 256 * 1024
 
 
 class SessionError(TkmsError):
@@ -162,33 +162,18 @@ class _Session:
         self.node = node
         self.stream = stream
         self.conn = conn
-        self.sending = False  # a task is inside push()
+        self.writer = ConnectionWriter(conn, stream, send_timeout_s=node.config.send_timeout_s)
         self.slots: dict[int, _Slot] = {}
         self.room = trio.lowlevel.ParkingLot()  # callers waiting for a free in-flight slot
         self.closed: str | None = None  # why the session ended
         self.scope: trio.CancelScope | None = None  # the session's nursery
 
     async def push(self) -> None:
-        """Send what is queued, unless another task is sending already (that task
-        drains the queue before it stops). The write is shielded from the caller's
-        cancellation (a timed-out call never cuts a frame in half) and bounded by
-        ``send_timeout_s``; a failure ends the session."""
-        if self.sending:
-            return
-        data = self.conn.data_to_send()
-        if not data:
-            return
-        self.sending = True
-        try:
-            with trio.CancelScope(shield=True):
-                while data:
-                    with trio.fail_after(self.node.config.send_timeout_s):
-                        await self.stream.send_all(data)
-                    data = self.conn.data_to_send()
-        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.end(f"send failed: {exc or type(exc).__name__}")
-        finally:
-            self.sending = False
+        """Send what is queued (see ``shell.rpc_stream.ConnectionWriter``); a failed
+        write ends the session."""
+        failed = await self.writer.flush()
+        if failed is not None:
+            self.end(failed)
 
     async def receive(self) -> bool:
         """Read once and deliver the events; False once the peer has closed."""

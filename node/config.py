@@ -6,6 +6,8 @@
     manifest = "/etc/tkms/manifest.toml"      # optional until the cluster exists
     listen = "127.0.0.1:7101"
     metrics_port = 9101                       # optional; absent = no metrics listener
+    policy = "policy.toml"                    # signing policy (node.policy); optional,
+                                              # default <data_dir>/policy.toml
 
     [hsm]
     pkcs11_module = "/usr/lib/softhsm/libsofthsm2.so"
@@ -37,7 +39,7 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MIN_PIN_LEN = 4
 MAX_PIN_LEN = 255
 
-_TOP_KEYS = {"version", "name", "data_dir", "manifest", "listen", "metrics_port", "hsm"}
+_TOP_KEYS = {"version", "name", "data_dir", "manifest", "listen", "metrics_port", "hsm", "policy"}
 _HSM_KEYS = {"pkcs11_module", "token_label", "pin_env", "pin_file", "softhsm2_conf"}
 
 
@@ -66,6 +68,7 @@ class NodeConfig:
     pin_file: Path | None = None
     metrics_port: int | None = None
     softhsm2_conf: Path | None = None
+    policy: Path | None = None  # the signing policy file (node.policy)
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -83,6 +86,7 @@ class NodeConfig:
             ("manifest", self.manifest),
             ("hsm.pin_file", self.pin_file),
             ("hsm.softhsm2_conf", self.softhsm2_conf),
+            ("policy", self.policy),
         ):
             if path is not None and not path.is_absolute():
                 raise ConfigError(key, "must be an absolute path")
@@ -122,6 +126,8 @@ class NodeConfig:
         lines.append(f"listen = {_toml_str(self.listen)}")
         if self.metrics_port is not None:
             lines.append(f"metrics_port = {self.metrics_port}")
+        if self.policy is not None:
+            lines.append(f"policy = {_toml_str(str(self.policy))}")
         lines += [
             "",
             "[hsm]",
@@ -184,6 +190,7 @@ def parse_config(text: str, *, base_dir: Path) -> NodeConfig:
         pin_env=_get(hsm, "pin_env", str, "hsm.", required=False),
         pin_file=path_of(hsm, "pin_file", "hsm.", False),
         softhsm2_conf=path_of(hsm, "softhsm2_conf", "hsm.", False),
+        policy=path_of(raw, "policy", "", False),
     )
 
 

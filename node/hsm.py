@@ -524,18 +524,29 @@ class HsmSession:
 async def open_hsm(
     config: NodeConfig, *, call_timeout: float = DEFAULT_CALL_TIMEOUT
 ) -> AsyncIterator[HsmSession]:
-    """Open the node's token as configured (PIN read from its configured source)."""
-    pin = config.read_pin()
+    """Open the node's token as configured (PIN read from its configured source).
+
+    Raises:
+        HsmTimeout: module load and login did not finish within ``call_timeout`` + 10 s.
+            The worker thread is abandoned and may still open the token, which then
+            stays open (``TokenInUse``) until the process exits; the node exits anyway.
+    """
     opener = functools.partial(
         HsmCore.open,
         config.pkcs11_module,
         config.token_label,
-        pin,
+        config.read_pin(),
         softhsm2_conf=config.softhsm2_conf,
     )
-    del pin
-    with trio.fail_after(call_timeout + 10.0):  # module load + login; import already done
-        core = await trio.to_thread.run_sync(opener)
+    open_timeout = call_timeout + 10.0  # module load + login; import already done
+    try:
+        with trio.fail_after(open_timeout):
+            # abandon_on_cancel: without it the timeout could not interrupt the wait
+            core = await trio.to_thread.run_sync(opener, abandon_on_cancel=True)
+    except trio.TooSlowError:
+        raise HsmTimeout(
+            f"opening token {config.token_label!r} took longer than {open_timeout} s"
+        ) from None
     session = HsmSession(core, timeout=call_timeout)
     try:
         yield session

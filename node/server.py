@@ -236,6 +236,8 @@ async def serve_node(
         coordinators = {c.noise_public_key for c in ctx.manifest.coordinators}
         identity = KeyPair.from_private(ctx.identity.noise_private_key)
         async with trio.open_nursery() as nursery:
+            for task in registry.tasks:
+                nursery.start_soon(task)
             try:
                 bound = await nursery.start(
                     _serve,

@@ -27,7 +27,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -374,8 +374,29 @@ class ShareStore:
                 log.append, replace(current, status=status), status.value
             )
 
-    async def activate(self, key_id: str) -> MetadataVersion:
-        return await self.set_status(key_id, KeyStatus.ACTIVE)
+    async def activate(
+        self, key_id: str, *, holders: Sequence[int] | None = None
+    ) -> MetadataVersion:
+        """PENDING -> ACTIVE. ``holders`` (a DKG's commit: the nodes that signed the
+        transcript) narrows the holders and public shares recorded while pending."""
+        if holders is None:
+            return await self.set_status(key_id, KeyStatus.ACTIVE)
+        async with self._lock:
+            current = (await self.history(key_id))[-1].metadata
+            if current.status is not KeyStatus.PENDING:
+                raise IllegalTransition(f"key {key_id}: {current.status.value} -> active")
+            kept = tuple(sorted(set(holders)))
+            if not set(kept) <= set(current.holders) or self.node_index not in kept:
+                raise StoreError(f"key {key_id}: holders must be pending holders incl. this node")
+            narrowed = replace(
+                current,
+                n=len(kept),
+                holders=kept,
+                public_shares={i: current.public_shares[i] for i in kept},
+                status=KeyStatus.ACTIVE,
+            )
+            log = MetadataLog(self._dir(key_id))
+            return await trio.to_thread.run_sync(log.append, narrowed, "active")
 
     async def get_share(self, key_id: str) -> int:
         """The unsealed share of an ACTIVE key (cached while active)."""

@@ -53,11 +53,11 @@ from protocol.rpc import (
     Role,
     RpcError,
 )
+from shell.rpc_stream import RECEIVE_BYTES, ConnectionWriter
 
 log = logging.getLogger("tkms.transport")
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
-RECEIVE_BYTES = 256 * 1024  # several full frames per read
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +180,7 @@ class _ServerSession:
             methods=[r.method for r in listener.routes.values()],
             limits=listener.config.limits,
         )
-        self.sending = False  # a task is inside _push
-        self.send_failed = False  # the stream may hold half a frame: send nothing more
+        self.writer = ConnectionWriter(self.conn, stream, send_timeout_s=self.config.send_timeout_s)
         self.close_reason: str | None = None
         self.nursery: trio.Nursery | None = None
 
@@ -198,35 +197,19 @@ class _ServerSession:
             log.warning("closing connection from %s: %s", self.peer, self.close_reason)
 
     async def _push(self) -> None:
-        """Send what is queued, unless another task is sending already (that task
-        drains the queue before it stops, so bytes queued meanwhile go out with the
-        next write). The write is shielded from the caller's cancellation, so a frame
-        is never cut in half, and bounded by ``send_timeout_s``."""
-        if self.sending:
-            return
-        data = self.conn.data_to_send()
-        if not data:
-            return
-        self.sending = True
-        try:
-            with trio.CancelScope(shield=True):
-                while data:
-                    with trio.fail_after(self.config.send_timeout_s):
-                        await self.stream.send_all(data)
-                    data = self.conn.data_to_send()
-        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.send_failed = True
-            self.close_reason = self.close_reason or f"send failed: {exc or type(exc).__name__}"
+        """Send what is queued (see ``shell.rpc_stream.ConnectionWriter``); a failed
+        write closes the connection."""
+        failed = await self.writer.flush()
+        if failed is not None:
+            self.close_reason = self.close_reason or failed
             if self.nursery is not None:
                 self.nursery.cancel_scope.cancel()
-        finally:
-            self.sending = False
 
     async def _last_words(self) -> None:
         """Best effort: send what is still queued (e.g. our hello, which tells a peer of
         another version why it is refused), unless a send failed halfway."""
         data = self.conn.data_to_send()
-        if data and not self.send_failed:
+        if data and self.writer.failed is None:
             with trio.move_on_after(min(1.0, self.config.send_timeout_s)):
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await self.stream.send_all(data)

@@ -48,6 +48,7 @@ RECORD_DOMAIN = b"tkms/v1/audit-record\0"
 GENESIS_DOMAIN = b"tkms/v1/audit-genesis\0"
 CHECKPOINT_PURPOSE = "audit-checkpoint"
 MAX_LINE = 64 * 1024  # bytes of one base64 line, newline excluded
+MAX_CHECKPOINT_LINE = 1024  # a checkpoint line is ~300 bytes
 MAX_U63 = 2**63 - 1
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}")
@@ -265,16 +266,20 @@ def validate_record(
 
 def decode_line(line: bytes, *, field_name: str = "line") -> AuditRecord:
     """Parse one line (without its newline): strict base64, canonical msgpack, allowlist."""
-    if len(line) > MAX_LINE:
-        raise InvalidLength(field_name, f"longer than {MAX_LINE} bytes")
+    return validate_record(_decode_b64_line(line, field_name, MAX_LINE))
+
+
+def _decode_b64_line(line: bytes, field_name: str, max_len: int) -> Any:
+    """Strict base64 (canonical form only) around strict canonical msgpack."""
+    if len(line) > max_len:
+        raise InvalidLength(field_name, f"longer than {max_len} bytes")
     try:
         raw = base64.b64decode(line, validate=True)
     except (binascii.Error, ValueError):
         raise DecodeError(field_name, "not strict base64") from None
     if base64.b64encode(raw) != line:
         raise DecodeError(field_name, "base64 is not in canonical form")
-    value = decode_canonical(raw, field=field_name, max_len=MAX_LINE)
-    return validate_record(value)
+    return decode_canonical(raw, field=field_name, max_len=max_len)
 
 
 def split_lines(data: bytes) -> tuple[list[bytes], bytes]:
@@ -432,15 +437,7 @@ class Checkpoint:
 
     @classmethod
     def from_line(cls, line: bytes, *, field_name: str = "checkpoint") -> Checkpoint:
-        if len(line) > 1024:
-            raise InvalidLength(field_name, "longer than 1024 bytes")
-        try:
-            raw = base64.b64decode(line, validate=True)
-        except (binascii.Error, ValueError):
-            raise DecodeError(field_name, "not strict base64") from None
-        if base64.b64encode(raw) != line:
-            raise DecodeError(field_name, "base64 is not in canonical form")
-        return cls.from_fields(decode_canonical(raw, field=field_name, max_len=1024))
+        return cls.from_fields(_decode_b64_line(line, field_name, MAX_CHECKPOINT_LINE))
 
 
 def parse_checkpoints(data: bytes, *, source: str = "checkpoints") -> list[Checkpoint]:

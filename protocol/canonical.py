@@ -16,6 +16,16 @@ import msgpack
 
 from protocol.errors import DecodeError
 
+# Everything msgpack.unpackb raises on bad input (the caller turns it into a DecodeError).
+MSGPACK_DECODE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    msgpack.ExtraData,
+    msgpack.FormatError,
+    msgpack.StackError,
+    msgpack.OutOfData,
+)
+
 
 def _normalise(value: Any, path: str) -> Any:
     if value is None or isinstance(value, bool | bytes | str):
@@ -54,14 +64,7 @@ def decode_canonical(data: bytes, *, field: str = "message", max_len: int = 1 <<
             strict_map_key=True,
             use_list=True,
         )
-    except (
-        ValueError,
-        TypeError,
-        msgpack.ExtraData,
-        msgpack.FormatError,
-        msgpack.StackError,
-        msgpack.OutOfData,
-    ) as exc:
+    except MSGPACK_DECODE_ERRORS as exc:
         raise DecodeError(field, f"not valid msgpack ({type(exc).__name__})") from None
     try:
         again = encode_canonical(value)

@@ -35,7 +35,7 @@ from typing import Any
 from protocol.bn254 import G1, G2
 from protocol.encoding import g1_from_bytes, g2_from_bytes
 from protocol.errors import DecodeError, Fault
-from protocol.rpc import Bool, Bytes, Choice, Int, ListOf, Method, Schema, Str, Struct
+from protocol.rpc import Bool, Bytes, Choice, Int, ListOf, Method, Nullable, Schema, Str, Struct
 
 MAX_NODES = 1024  # the manifest's bound on node indices
 MAX_EPOCH = 2**32 - 1
@@ -244,3 +244,172 @@ class PublicKeyMetadata:
             i: g1_from_bytes(p, field=f"{where}.public_shares[{i}]") for i, p in self.public_shares
         }
         return pk_g1, pk_g2, shares
+
+
+# -- dkg.* : one DKG ceremony, driven by the coordinator (DESIGN.md §DKG) ----------------
+#
+# The coordinator relays; each call carries one relayed message (the canonical bytes
+# of a ``protocol.dkg.relayed`` type) for the node's ceremony of ``key_id`` and gets
+# the node's answer: the phase the node is in now and the signed message it sends
+# (or nil). Method → relayed message → the node's answer:
+#
+#   dkg.open      Proposal          Open (fresh nonce and encryption key)
+#   dkg.deal      OpenSet           DealBundle
+#   dkg.echo      BundleSet         Echo (after checking every bundle)
+#   dkg.complain  EchoSet           Complaints (possibly empty)
+#   dkg.justify   ComplaintSet      Justification, nil, or (no complaint to answer)
+#                                   TranscriptSignature with the share sealed pending
+#   dkg.finish    JustificationSet  TranscriptSignature (share sealed pending)
+#   dkg.commit    CommitCertificate nil, phase "done" (verified, key activated)
+#   dkg.abort     Abort             nil, phase "aborted" (pending share destroyed)
+#
+# ``dkg.state`` lists the node's unfinished ceremonies (or, with ``key_id``, also the
+# committed one) for the coordinator's roll-forward; ``dkg.transcript`` returns a
+# committed key's transcript. Refusals use the codes below.
+
+DKG_PHASES = (
+    "init", "open", "deal", "echo", "complain", "justify", "finish", "done", "aborted",
+)  # fmt: skip
+DKG_PHASE = Choice(DKG_PHASES)
+MAX_DKG_MESSAGE = 8 * 1024 * 1024  # a BundleSet of 2 x 1024 dealers is far below this
+DKG_BYTES = Bytes(max_len=MAX_DKG_MESSAGE)
+COORDINATOR_NAME = NODE_NAME
+INSTANCE_ID = Bytes(16)
+MAX_PHASE_TIMEOUT_MS = 600_000
+
+# Application error codes of the dkg.* methods.
+DKG_KEY_EXISTS = 110  # the key id exists on this node (active, or not re-creatable)
+DKG_BUSY = 111  # another ceremony for this key id is in progress on this node
+DKG_UNKNOWN = 112  # no ceremony for this key id here (e.g. restarted before sealing)
+DKG_RELAY_FAULT = 113  # the relay sent what an honest relay never sends: node aborted
+DKG_ABORTED = 114  # the node's own checks ended the ceremony (reason in the message)
+DKG_COMMITTED = 115  # abort refused: this node holds a commit certificate
+DKG_BAD_COMMIT = 116  # the commit certificate does not verify (nothing changed)
+
+DKG_STEP_RESULT = Struct({"phase": DKG_PHASE, "message": Nullable(DKG_BYTES)})
+_STEP_PARAMS = Struct({"key_id": KEY_ID, "message": DKG_BYTES})
+
+
+@dataclass(frozen=True, slots=True)
+class DkgStep:
+    """A node's answer to one relayed message."""
+
+    phase: str
+    message: bytes | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"phase": self.phase, "message": self.message}
+
+    @classmethod
+    def from_wire(cls, value: Mapping[str, Any]) -> DkgStep:
+        return cls(phase=value["phase"], message=value["message"])
+
+
+DKG_OPEN = define(
+    "dkg.open",
+    params=Struct(
+        {
+            "key_id": KEY_ID,
+            "message": DKG_BYTES,
+            "coordinator": COORDINATOR_NAME,
+            "instance": INSTANCE_ID,
+            "phase_timeout_ms": Int(1, MAX_PHASE_TIMEOUT_MS),
+        }
+    ),
+    result=DKG_STEP_RESULT,
+)
+"""Start a ceremony from a ``Proposal``; ``coordinator`` / ``instance`` name the
+coordinator process driving it (a restarted coordinator has a new instance id) and
+``phase_timeout_ms`` its phase deadline (the node waits longer than that before it
+gives up on a phase by itself)."""
+
+DKG_DEAL = define("dkg.deal", params=_STEP_PARAMS, result=DKG_STEP_RESULT)
+DKG_ECHO = define("dkg.echo", params=_STEP_PARAMS, result=DKG_STEP_RESULT)
+DKG_COMPLAIN = define("dkg.complain", params=_STEP_PARAMS, result=DKG_STEP_RESULT)
+DKG_JUSTIFY = define("dkg.justify", params=_STEP_PARAMS, result=DKG_STEP_RESULT)
+DKG_FINISH = define("dkg.finish", params=_STEP_PARAMS, result=DKG_STEP_RESULT)
+DKG_COMMIT = define("dkg.commit", params=_STEP_PARAMS, result=DKG_STEP_RESULT)
+DKG_ABORT = define(
+    "dkg.abort",
+    params=Struct({"key_id": KEY_ID, "message": DKG_BYTES}, optional={"ceremony": HASH32}),
+    result=DKG_STEP_RESULT,
+)
+"""Abort the node's ceremony for ``key_id`` (only the one with id ``ceremony`` when
+given). Idempotent: no ceremony there answers phase "aborted". Refused with
+``DKG_COMMITTED`` when the node already holds a commit certificate for it."""
+
+CEREMONY_STATE = Struct(
+    {
+        "key_id": KEY_ID,
+        "epoch": EPOCH,
+        "ceremony": Bytes(max_len=32),  # empty until every Open is in
+        "phase": DKG_PHASE,
+        "participants": ListOf(NODE_INDEX, max_len=MAX_NODES),
+        "coordinator": Nullable(COORDINATOR_NAME),  # nil once committed
+        "instance": Nullable(INSTANCE_ID),
+        "idle_ms": Int(0, 2**62),
+        "commit": Nullable(DKG_BYTES),
+    }
+)
+
+DKG_STATE = define(
+    "dkg.state",
+    params=Struct({}, optional={"key_id": KEY_ID}),
+    result=Struct({"ceremonies": ListOf(CEREMONY_STATE, max_len=4096)}),
+)
+"""The node's ceremonies that are not over (and with ``key_id``, also the committed
+ceremony of that key): phase, how long it has waited, and the commit certificate if
+the node holds one."""
+
+
+@dataclass(frozen=True, slots=True)
+class CeremonyState:
+    """One ceremony as one node sees it (``dkg.state``)."""
+
+    key_id: str
+    epoch: int
+    ceremony: bytes  # b"" before the ceremony id exists
+    phase: str
+    participants: tuple[int, ...]
+    coordinator: str | None
+    instance: bytes | None
+    idle_ms: int
+    commit: bytes | None  # canonical CommitCertificate bytes, if held
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "epoch": self.epoch,
+            "ceremony": self.ceremony,
+            "phase": self.phase,
+            "participants": list(self.participants),
+            "coordinator": self.coordinator,
+            "instance": self.instance,
+            "idle_ms": self.idle_ms,
+            "commit": self.commit,
+        }
+
+    @classmethod
+    def from_wire(cls, value: Mapping[str, Any]) -> CeremonyState:
+        ceremony = value["ceremony"]
+        if len(ceremony) not in (0, 32):
+            raise NodeApiError("ceremonies.ceremony", "must be empty or 32 bytes")
+        return cls(
+            key_id=value["key_id"],
+            epoch=value["epoch"],
+            ceremony=ceremony,
+            phase=value["phase"],
+            participants=tuple(value["participants"]),
+            coordinator=value["coordinator"],
+            instance=value["instance"],
+            idle_ms=value["idle_ms"],
+            commit=value["commit"],
+        )
+
+
+DKG_TRANSCRIPT = define(
+    "dkg.transcript",
+    params=Struct({"key_id": KEY_ID, "epoch": EPOCH}),
+    result=Struct({"transcript": DKG_BYTES}),
+)
+"""The stored transcript of a committed ceremony (canonical ``Transcript`` bytes)."""

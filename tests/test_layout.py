@@ -9,7 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# protocol/ is sans-IO: no event loop, sockets, files, clocks, threads or logging.
+# protocol/ is sans-IO: no event loop, sockets, files, clocks, threads or logging
+# (and so none of the trio shells in shell/).
 FORBIDDEN_IN_PROTOCOL = {
     "trio",
     "asyncio",
@@ -24,6 +25,7 @@ FORBIDDEN_IN_PROTOCOL = {
     "cluster",
     "pathlib",
     "subprocess",
+    "shell",
 }
 
 
@@ -54,9 +56,19 @@ def test_node_and_coordinator_never_import_each_other(package: str, other: str) 
         assert other not in _imports(path), f"{path.relative_to(ROOT)} imports {other}"
 
 
+# shell/ holds trio shells both sides share: it may import protocol, never a side.
+FORBIDDEN_IN_SHELL = {"node", "coordinator", "cluster"}
+
+
+@pytest.mark.parametrize("path", _py_files("shell"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_shell_imports_neither_side(path: Path) -> None:
+    bad = _imports(path) & FORBIDDEN_IN_SHELL
+    assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
 @pytest.mark.parametrize(
     "path",
-    [p for pkg in ("protocol", "node", "coordinator", "cluster") for p in _py_files(pkg)],
+    [p for pkg in ("protocol", "shell", "node", "coordinator", "cluster") for p in _py_files(pkg)],
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_every_module_has_a_header_and_stays_small(path: Path) -> None:

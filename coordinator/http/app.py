@@ -25,6 +25,7 @@ from coordinator.auth import ApiKeyStore, IpAllowlist, RateLimiter, parse_bearer
 from coordinator.backend import (
     Backend,
     CeremonyAborted,
+    CeremonyInProgress,
     Client,
     Forbidden,
     InvalidRequest,
@@ -34,6 +35,7 @@ from coordinator.backend import (
     NotImplementedYet,
     SignResult,
     UnknownKey,
+    UsageLimitExceeded,
 )
 from coordinator.http import validation as v
 from coordinator.http.config import HttpConfig
@@ -47,7 +49,15 @@ from coordinator.http.core import (
     Router,
     json_response,
 )
-from coordinator.http.views import health_view, hex32, key_view, signature_view
+from coordinator.http.eigen import EigenRoutes
+from coordinator.http.views import (
+    health_view,
+    hex32,
+    key_view,
+    progress_view,
+    signature_view,
+    transcript_view,
+)
 from coordinator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from coordinator.metrics import Registry
 from protocol.errors import DecodeError, Fault, TkmsError
@@ -78,8 +88,12 @@ def error_from_backend(exc: TkmsError) -> ApiError:
             got=exc.got,
             missing=list(exc.missing),
         )
+    if isinstance(exc, UsageLimitExceeded):
+        return ApiError(429, "usage_limit", str(exc), keyId=exc.key_id, nodes=list(exc.nodes))
     if isinstance(exc, InvalidRequest):
         return ApiError(400, "invalid_field", str(exc), field=exc.field)
+    if isinstance(exc, CeremonyInProgress):
+        return ApiError(409, "ceremony_in_progress", str(exc), keyId=exc.key_id)
     if isinstance(exc, CeremonyAborted):
         return ApiError(
             502, "ceremony_aborted", str(exc), keyId=exc.key_id, missed=list(exc.missed)
@@ -140,12 +154,14 @@ class HttpApp:
             Route("GET", "/healthz", self.healthz, "health"),
             Route("GET", "/metrics", self.metrics, "metrics"),
             Route("GET", "/v1/keys", self.list_keys, "authenticated"),
-            Route("POST", "/v1/keys/import", self.import_key, "operator", True, "ceremony"),
             Route("GET", "/v1/keys/{key_id}", self.get_key, "authenticated"),
             Route("DELETE", "/v1/keys/{key_id}", self.destroy_key, "operator"),
             Route("POST", "/v1/keys/{key_id}/sign", self.sign, "signer", True, "sign"),
             Route("POST", "/v1/keys/{key_id}/sign-batch", self.sign_batch, "signer", True, "sign"),
             Route("POST", "/v1/dkg", self.dkg, "operator", True, "ceremony"),
+            Route("GET", "/v1/dkg/{key_id}", self.dkg_progress, "operator"),
+            Route("GET", "/v1/keys/{key_id}/transcript", self.get_transcript, "authenticated"),
+            *EigenRoutes(self.backend).routes(),  # key import, registration signature
         ]
 
     # -- pipeline -----------------------------------------------------------------
@@ -335,17 +351,13 @@ class HttpApp:
         )
         return json_response(201, key_view(info), [("Location", f"/v1/keys/{kid}")])
 
-    async def import_key(self, req: Request, ctx: Context) -> Response:
-        kid, threshold, min_holders, keystore, password = v.import_body(req.body)
-        info = await self.backend.import_key(
-            kid,
-            keystore,
-            password,
-            threshold=threshold,
-            min_holders=min_holders,
-            client=_client(ctx),
-        )
-        return json_response(201, key_view(info), [("Location", f"/v1/keys/{kid}")])
+    async def dkg_progress(self, req: Request, ctx: Context) -> Response:
+        progress = await self.backend.dkg_progress(ctx.params["key_id"])
+        return json_response(200, progress_view(progress))
+
+    async def get_transcript(self, req: Request, ctx: Context) -> Response:
+        data = await self.backend.get_transcript(ctx.params["key_id"])
+        return json_response(200, transcript_view(data))
 
 
 _BEARER = ("WWW-Authenticate", 'Bearer realm="tkms"')

@@ -8,14 +8,13 @@ and every TLS file exists, so a bad config fails at start, not at first request.
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from coordinator.auth import AuthConfigError, IpAllowlist, RateLimit
-from coordinator.config import CoordinatorConfig
+from coordinator.config import CoordinatorConfig, is_loopback
 from protocol.errors import Fault, TkmsError
 
 DEFAULT_RATE_LIMIT = RateLimit(per_second=100.0, burst=200.0)
@@ -54,16 +53,6 @@ class TlsConfig:
         return ctx
 
 
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback literals (127.0.0.0/8, ::1)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
     """Everything the HTTP front end needs to know; times in seconds, sizes in bytes."""
@@ -78,6 +67,7 @@ class HttpConfig:
     max_batch: int = 256
     header_timeout_s: float = 10.0  # request head (also the keep-alive idle limit)
     body_timeout_s: float = 10.0
+    send_timeout_s: float = 10.0  # each response write; a client that stops reading is dropped
     request_timeout_s: float = 10.0  # reads and destroy
     sign_timeout_s: float = 10.0  # sign, sign-batch (the backend bounds its own fan-out)
     ceremony_timeout_s: float = 300.0  # DKG and import
@@ -101,6 +91,7 @@ class HttpConfig:
             "max_batch",
             "header_timeout_s",
             "body_timeout_s",
+            "send_timeout_s",
             "request_timeout_s",
             "sign_timeout_s",
             "ceremony_timeout_s",

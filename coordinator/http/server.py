@@ -5,7 +5,8 @@ connection in its own task: read a request head (``header_timeout_s``; also the
 keep-alive idle limit), read the body while counting bytes (``body_timeout_s``;
 refused with 413 as soon as it exceeds ``max_body_bytes``, from Content-Length
 before a byte of body is read), hand a ``Request`` to ``HttpApp.handle`` and write
-its ``Response``. Keep-alive follows h11; a protocol error answers 400/431 and
+its ``Response`` (each write within ``send_timeout_s``: a client that stops reading
+is dropped). Keep-alive follows h11; a protocol error answers 400/431 and
 closes. With TLS, a verified client certificate's SHA-256 travels in the request.
 Over ``max_connections`` a new connection gets 503 and is closed.
 """
@@ -74,9 +75,12 @@ class _Connection:
             return event
 
     async def send(self, event: h11.Event) -> None:
+        """Send one event; ``trio.TooSlowError`` after ``send_timeout_s`` (the client
+        stopped reading: the connection is dropped)."""
         data = self.h11.send(event)
         if data:
-            await self.stream.send_all(data)
+            with trio.fail_after(self.config.send_timeout_s):
+                await self.stream.send_all(data)
 
     async def read_body(self, declared: int | None) -> bytes:
         limit = self.config.max_body_bytes

@@ -12,14 +12,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from coordinator.backend import PasswordRef, is_valid_key_id
+from coordinator.backend import is_valid_key_id
 from coordinator.http.core import ApiError
 from protocol.encoding import msg_hash_from_hex
 from protocol.errors import DecodeError
 
 RESERVED_KEY_IDS = frozenset({"import"})  # literal path segments under /v1/keys
 MAX_THRESHOLD = 1024
-_ENV_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -121,37 +120,3 @@ def dkg_body(body: bytes) -> tuple[str, int, int | None]:
     obj = parse_json_object(body)
     check_fields(obj, frozenset({"keyId", "threshold"}), frozenset({"minHolders"}))
     return _ceremony_params(obj)
-
-
-def password_ref(value: Any) -> PasswordRef:
-    if not isinstance(value, dict) or len(value) != 1:
-        raise invalid("password", "expected exactly one of {env}, {file}, {inline}")
-    ((kind, ref),) = value.items()
-    if kind not in ("env", "file", "inline"):
-        raise ApiError(400, "unknown_field", f"unknown field 'password.{kind}'", field="password")
-    if not isinstance(ref, str) or not ref:
-        raise invalid(f"password.{kind}", "expected a non-empty string")
-    if kind == "env" and (not set(ref) <= _ENV_NAME_CHARS or ref[0].isdigit()):
-        raise invalid("password.env", "expected an environment variable name [A-Z_][A-Z0-9_]*")
-    if kind == "file" and not ref.startswith("/"):
-        raise invalid("password.file", "expected an absolute path")
-    if kind == "env":
-        return PasswordRef("env", ref)
-    if kind == "file":
-        return PasswordRef("file", ref)
-    return PasswordRef("inline", ref)
-
-
-def import_body(body: bytes) -> tuple[str, int, int | None, dict[str, Any], PasswordRef]:
-    """``{"keyId", "threshold", "minHolders"?, "keystore": {...}, "password": {...}}``."""
-    obj = parse_json_object(body)
-    check_fields(
-        obj,
-        frozenset({"keyId", "threshold", "keystore", "password"}),
-        frozenset({"minHolders"}),
-    )
-    kid, threshold, min_holders = _ceremony_params(obj)
-    keystore = obj["keystore"]
-    if not isinstance(keystore, dict) or not keystore:
-        raise invalid("keystore", "expected the keystore file's JSON object")
-    return kid, threshold, min_holders, keystore, password_ref(obj["password"])

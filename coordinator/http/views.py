@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordinator.backend import Health, KeyInfo, SignResult
+from coordinator.backend import DkgProgress, Health, KeyInfo, SignResult
+from protocol.dkg import load_transcript
 from protocol.encoding import g1_to_json, g2_to_json
+from protocol.key_import import ImportTranscript, is_import_transcript
 
 
 def hex32(b: bytes) -> str:
@@ -76,3 +78,25 @@ def health_view(h: Health) -> tuple[str, dict[str, Any]]:
         ],
     }
     return status, body
+
+
+def progress_view(p: DkgProgress) -> dict[str, Any]:
+    """A ceremony's progress: state, current phase, and every event so far."""
+    return {
+        "keyId": p.key_id,
+        "state": p.state,
+        "phase": p.phase,
+        "reason": p.reason,
+        "holders": list(p.holders),
+        "events": [
+            {"at": round(e.at, 3), "phase": e.phase, "message": e.message} for e in p.events
+        ],
+    }
+
+
+def transcript_view(data: bytes) -> dict[str, Any]:
+    """The transcript file format (``protocol.dkg.Transcript.to_json``): a readable
+    summary plus the canonical bytes in hex, every field re-checked on load."""
+    if is_import_transcript(data):  # an imported key: protocol.key_import's file format
+        return ImportTranscript.decode(data).to_json()
+    return load_transcript(data).to_json()

@@ -19,13 +19,16 @@ Handlers raise ``protocol.rpc.RpcError`` for a specific error code, or a
             ...
 
 The registry refuses two handlers for one method and a method that is not declared
-in ``protocol.node_api.METHODS`` (so the coordinator can always call it).
+in ``protocol.node_api.METHODS`` (so the coordinator can always call it). A module
+that needs a task of its own for the node's lifetime (timers, recovery at start)
+registers it with ``registry.background(fn)``; the server runs it in its nursery
+from before the first request until shutdown.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from node.audit_log import AuditLog
@@ -40,7 +43,14 @@ from protocol.manifest import Manifest, NodeEntry
 from protocol.rpc import Method
 
 # Areas served by every node; later modules (dkg, signing) append themselves here.
-HANDLER_MODULES: tuple[str, ...] = ("node.handlers.status",)
+HANDLER_MODULES: tuple[str, ...] = (
+    "node.handlers.status",
+    "node.handlers.dkg",
+    "node.handlers.signing",
+    "node.handlers.audit",
+    "node.handlers.dkg",
+    "node.handlers.key_import",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +77,7 @@ class HandlerRegistry:
 
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
+        self._tasks: list[Callable[[], Awaitable[None]]] = []
 
     def add(self, method: Method, handler: Handler) -> None:
         """Serve ``method`` with ``handler``.
@@ -89,6 +100,14 @@ class HandlerRegistry:
             return handler
 
         return decorate
+
+    def background(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run ``task`` for the node's lifetime (cancelled at shutdown)."""
+        self._tasks.append(task)
+
+    @property
+    def tasks(self) -> tuple[Callable[[], Awaitable[None]], ...]:
+        return tuple(self._tasks)
 
     @property
     def methods(self) -> frozenset[str]:

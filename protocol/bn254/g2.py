@@ -356,7 +356,7 @@ def _odd_multiples(q: Affine2, count: int) -> list[Affine2]:
     for _ in range(count - 1):
         nxt = _add_affine(out[-1], two_q)
         if nxt is None:  # only for points of tiny order, i.e. outside G2
-            raise ValueError("G2 point of small order")
+            raise InvalidPoint("G2", "point of small order (not in the subgroup)")
         out.append(nxt)
     return out
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import msgpack
 
-from protocol.canonical import decode_canonical
+from protocol.canonical import MSGPACK_DECODE_ERRORS, decode_canonical
 from protocol.errors import DecodeError
 from protocol.rpc.errors import FrameError, LocalSchemaError, ProtocolViolation, SchemaError
 from protocol.rpc.schema import Int, Str, Struct
@@ -189,14 +189,7 @@ def unpack_strict(data: bytes, *, field: str, max_len: int) -> Any:
             object_pairs_hook=_unique_keys,
             ext_hook=_no_extensions,
         )
-    except (
-        ValueError,
-        TypeError,
-        msgpack.ExtraData,
-        msgpack.FormatError,
-        msgpack.StackError,
-        msgpack.OutOfData,
-    ) as exc:
+    except MSGPACK_DECODE_ERRORS as exc:
         raise ProtocolViolation(field, f"not valid msgpack ({type(exc).__name__})") from None
 
 

@@ -7,27 +7,32 @@ refused request never reached ``sign``; nodes can be marked down to produce
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from coordinator.backend import (
     BackendError,
     Client,
+    DkgEvent,
+    DkgProgress,
     Forbidden,
     Health,
+    ImportOpening,
+    ImportResult,
     KeyExists,
     KeyHealth,
     KeyInfo,
     KeyNotActive,
     NodeHealth,
     NotEnoughSigners,
-    PasswordRef,
     SignResult,
     UnknownKey,
 )
 from protocol.bn254 import G1, G1_GENERATOR, G2_GENERATOR
 from protocol.eigenlayer import hash_to_g1, operator_id
+from protocol.key_import import ImportBundle
+from tests.coordinator.fake_import import FakeImportNodes
 
 
 @dataclass
@@ -45,6 +50,9 @@ class FakeBackend:
     down: set[str] = field(default_factory=set)
     failing_hashes: set[bytes] = field(default_factory=set)  # fail inside sign_batch
     partial_failures: dict[str, int] = field(default_factory=dict)
+    progress: dict[str, DkgProgress] = field(default_factory=dict)
+    transcripts: dict[str, bytes] = field(default_factory=dict)  # canonical bytes
+    _import_nodes: FakeImportNodes | None = None
 
     def add_key(self, key_id: str, sk: int, status: str = "active") -> KeyInfo:
         pk_g1 = G1_GENERATOR * sk
@@ -157,19 +165,58 @@ class FakeBackend:
         self.calls.append(("run_dkg", (key_id, threshold, min_holders, client.client_id)))
         if key_id in self.keys:
             raise KeyExists(key_id)
-        return self.add_key(key_id, 1000 + len(self.keys))
+        info = self.add_key(key_id, 1000 + len(self.keys))
+        self.progress[key_id] = DkgProgress(
+            key_id=key_id,
+            state="committed",
+            phase="committed",
+            reason="",
+            holders=info.holders,
+            events=(DkgEvent(0.0, "open", "proposal sent"), DkgEvent(0.5, "committed", "done")),
+        )
+        return info
 
-    async def import_key(
-        self,
-        key_id: str,
-        keystore: Mapping[str, Any],
-        password: PasswordRef,
-        *,
-        threshold: int,
-        min_holders: int | None,
-        client: Client,
-    ) -> KeyInfo:
-        self.calls.append(("import_key", (key_id, dict(keystore), password, threshold)))
+    async def dkg_progress(self, key_id: str) -> DkgProgress:
+        self.calls.append(("dkg_progress", key_id))
+        if key_id not in self.progress:
+            raise UnknownKey(key_id)
+        return self.progress[key_id]
+
+    async def get_transcript(self, key_id: str) -> bytes:
+        self.calls.append(("get_transcript", key_id))
+        if key_id not in self.transcripts:
+            raise UnknownKey(key_id)
+        return self.transcripts[key_id]
+
+    # -- key import: real opens, checks and shares (tests/coordinator/fake_import.py)
+
+    @property
+    def import_nodes(self) -> FakeImportNodes:
+        if self._import_nodes is None:
+            self._import_nodes = FakeImportNodes(self.nodes)
+        return self._import_nodes
+
+    async def open_import(
+        self, key_id: str, *, min_holders: int | None, client: Client
+    ) -> ImportOpening:
+        self.calls.append(("open_import", (key_id, min_holders, client.client_id)))
         if key_id in self.keys:
             raise KeyExists(key_id)
-        return self.add_key(key_id, 4242)
+        opens = self.import_nodes.open(key_id, self.down)
+        wanted = len(self.nodes) if min_holders is None else min_holders
+        if len(opens) < wanted:
+            missing = [n for n in self.nodes if n in self.down]
+            raise NotEnoughSigners(key_id, wanted, len(opens), missing)
+        missing_nodes = tuple((n, "connection refused") for n in self.nodes if n in self.down)
+        return ImportOpening(key_id, 0, tuple(opens), missing_nodes)
+
+    async def import_key(
+        self, key_id: str, bundle: ImportBundle, *, min_holders: int | None, client: Client
+    ) -> ImportResult:
+        self.calls.append(("import_key", (key_id, bundle, min_holders, client.client_id)))
+        if key_id in self.keys:
+            raise KeyExists(key_id)
+        transcript, sk = self.import_nodes.accept(bundle)
+        info = self.add_key(key_id, sk)
+        self.transcripts[key_id] = transcript
+        return ImportResult(info, transcript)

@@ -1,4 +1,5 @@
-"""The coordinator's copy of the audit log shell behaves like the node's."""
+"""The coordinator's audit log (a re-export of ``shell.audit_log``) records decisions and
+stores node checkpoints; the shell itself is tested in ``tests/shell/test_audit_log.py``."""
 
 from __future__ import annotations
 

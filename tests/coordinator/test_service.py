@@ -253,7 +253,7 @@ async def test_service_rebuilds_the_registry_from_live_nodes(nursery: trio.Nurse
     endpoints = [NodeEndpoint.from_manifest(e) for e in manifest.nodes]
     async with (
         open_session_manager(endpoints, identity=coordinator, cluster_id=CID, config=FAST) as s,
-        open_service(manifest, s, config=WATCH) as service,
+        open_service(manifest, s, config=WATCH, verify_key=accept_structurally_valid) as service,
     ):
 
         async def settled() -> bool:
@@ -305,7 +305,7 @@ async def test_a_node_is_up_only_once_its_keys_are_known(nursery: trio.Nursery) 
     endpoints = [NodeEndpoint.from_manifest(e) for e in manifest.nodes]
     async with (
         open_session_manager(endpoints, identity=coordinator, cluster_id=CID, config=FAST) as s,
-        open_service(manifest, s, config=WATCH) as service,
+        open_service(manifest, s, config=WATCH, verify_key=accept_structurally_valid) as service,
     ):
         await s.wait_up("node1", timeout=10)
 
@@ -338,7 +338,7 @@ async def test_http_api_over_the_service(nursery: trio.Nursery) -> None:
     endpoints = [NodeEndpoint.from_manifest(e) for e in manifest.nodes]
     async with (
         open_session_manager(endpoints, identity=coordinator, cluster_id=CID, config=FAST) as s,
-        open_service(manifest, s, config=WATCH) as service,
+        open_service(manifest, s, config=WATCH, verify_key=accept_structurally_valid) as service,
         trio.open_nursery() as http_nursery,
     ):
         port = await http_nursery.start(

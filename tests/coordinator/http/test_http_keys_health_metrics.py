@@ -104,50 +104,7 @@ async def test_dkg_refusals(
     assert not [c for c in env.backend.calls if c[0] == "run_dkg"]
 
 
-KEYSTORE = {"crypto": {"kdf": {"function": "scrypt"}}, "pubkey": "ab", "version": 4}
-
-
-async def test_import(env: Env) -> None:
-    body = {
-        "keyId": "imported",
-        "threshold": 3,
-        "keystore": KEYSTORE,
-        "password": {"env": "TKMS_KEYSTORE_PASSWORD"},
-    }
-    r = await env.post("/v1/keys/import", body, client="operator")
-    assert r.status_code == 201, r.text
-    assert r.json()["keyId"] == "imported"
-    (call,) = [c for c in env.backend.calls if c[0] == "import_key"]
-    kid, keystore, password, threshold = call[1]
-    assert (kid, keystore, threshold) == ("imported", KEYSTORE, 3)
-    assert (password.kind, password.value) == ("env", "TKMS_KEYSTORE_PASSWORD")
-    inline = {**body, "keyId": "imp2", "password": {"inline": "hunter2"}}
-    r = await env.post("/v1/keys/import", inline, client="operator")
-    assert r.status_code == 201
-    password = [c for c in env.backend.calls if c[0] == "import_key"][1][1][2]
-    assert password.resolve() == b"hunter2" and "hunter2" not in repr(password)
-
-
-@pytest.mark.parametrize(
-    ("change", "field"),
-    [
-        ({"password": {"env": "X", "file": "/p"}}, "password"),
-        ({"password": {"file": "relative/path"}}, "password.file"),
-        ({"password": {"env": "lower-case"}}, "password.env"),
-        ({"password": {"url": "http://x"}}, "password"),
-        ({"password": "hunter2"}, "password"),
-        ({"keystore": "not an object"}, "keystore"),
-        ({"keystore": {}}, "keystore"),
-        ({"extra": 1}, "extra"),
-    ],
-)
-async def test_import_refusals(env: Env, change: dict[str, Any], field: str) -> None:
-    body = {"keyId": "imp", "threshold": 3, "keystore": KEYSTORE, "password": {"env": "P"}}
-    r = await env.post("/v1/keys/import", {**body, **change}, client="operator")
-    assert r.status_code == 400, r.text
-    assert r.json()["error"]["field"] == field
-    assert "hunter2" not in r.text
-    assert not [c for c in env.backend.calls if c[0] == "import_key"]
+# Key import over HTTP: tests/coordinator/http/test_http_key_import.py.
 
 
 async def test_healthz_shape_and_status(env: Env) -> None:

@@ -16,6 +16,7 @@ from coordinator.http import HttpApp, HttpConfig
 from coordinator.metrics import Registry
 from tests.coordinator.fake_backend import FakeBackend
 from tests.coordinator.http.conftest import Env
+from tests.coordinator.http.test_http_key_import import REGISTRATION, import_body
 
 ROOT = Path(__file__).resolve().parents[3]
 SPEC: dict[str, Any] = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
@@ -101,8 +102,14 @@ async def test_real_responses_match_the_schemas(env: Env, sk69: dict[str, Any]) 
     env.backend.failing_hashes.add(bytes(32))
     hashes = {"msgHashes": [msg, "0x" + "00" * 32]}
     check(await env.post("/v1/keys/sk69/sign-batch", hashes), batch, "post")
-    body = {"keyId": "i", "threshold": 3, "keystore": {"a": 1}, "password": {"env": "P"}}
-    check(await env.post("/v1/keys/import", body, "operator"), "/v1/keys/import", "post")
+    opening = await env.post("/v1/keys/import/open", {"keyId": "i"}, "operator")
+    check(opening, "/v1/keys/import/open", "post")
+    body = import_body(env, opening.json(), key_id="i", sk=4242)
+    for _ in range(2):  # created, then key_exists
+        check(await env.post("/v1/keys/import", body, "operator"), "/v1/keys/import", "post")
+    reg = "/v1/keys/{key_id}/registration"
+    check(await env.post("/v1/keys/i/registration", REGISTRATION), reg, "post")
+    check(await env.post("/v1/keys/i/registration", {**REGISTRATION, "chainId": -1}), reg, "post")
     env.backend.down = {"node-1", "node-2", "node-3"}
     check(await env.get("/healthz", None), "/healthz", "get")
     check(await env.post("/v1/keys/sk69/sign", {"msgHash": msg}), sign, "post")

@@ -1,4 +1,5 @@
-"""The node's audit log shell: durable appends, crash recovery, refusal when unwritable."""
+"""The audit-log shell the node and the coordinator share: durable appends, crash
+recovery, refusal when unwritable."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ import pytest
 import trio
 from nacl.signing import SigningKey
 
-from node import audit_log as shell
-from node.audit_log import AuditLogConfig, open_audit_log, open_checkpoint_store
 from protocol.audit import (
     AuditLogCorrupt,
     AuditLogUnavailable,
@@ -24,6 +23,8 @@ from protocol.audit import (
     verify_log,
 )
 from protocol.errors import VerificationError
+from shell import audit_log
+from shell.audit_log import AuditLogConfig, open_audit_log, open_checkpoint_store
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = SigningKey(hashlib.sha256(b"node1 identity").digest())
@@ -128,26 +129,26 @@ async def test_failed_write_is_undone_and_a_stuck_one_poisons_the_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "audit.log"
-    real_append = shell._AppendFile.append
+    real_append = audit_log._AppendFile.append
 
-    def half_then_fail(self: shell._AppendFile, data: bytes) -> None:
+    def half_then_fail(self: audit_log._AppendFile, data: bytes) -> None:
         real_append(self, data[: len(data) // 2])  # partly written, then the disk fills
         raise OSError(28, "No space left on device")
 
-    def stuck(self: shell._AppendFile, data: bytes) -> None:
+    def stuck(self: audit_log._AppendFile, data: bytes) -> None:
         time.sleep(1.0)
 
     async with open_audit_log(config(path, write_timeout_s=0.3), signing_key=KEY) as log:
-        monkeypatch.setattr(shell._AppendFile, "append", half_then_fail)
+        monkeypatch.setattr(audit_log._AppendFile, "append", half_then_fail)
         with pytest.raises(AuditLogUnavailable, match="No space"):
             await log.append(event="sign", outcome="ok")
         assert verify_log(path.read_bytes(), public_key=None).torn_tail_bytes == 0
-        monkeypatch.setattr(shell._AppendFile, "append", real_append)
+        monkeypatch.setattr(audit_log._AppendFile, "append", real_append)
         await log.append(event="sign", outcome="ok")  # usable again: the half line was cut
-        monkeypatch.setattr(shell._AppendFile, "append", stuck)
+        monkeypatch.setattr(audit_log._AppendFile, "append", stuck)
         with pytest.raises(AuditLogUnavailable, match="timed out"):
             await log.append(event="sign", outcome="ok")
-        monkeypatch.setattr(shell._AppendFile, "append", real_append)
+        monkeypatch.setattr(audit_log._AppendFile, "append", real_append)
         with pytest.raises(AuditLogUnavailable):  # refused from now on
             await log.append(event="sign", outcome="ok")
     report = verify_log(path.read_bytes(), public_key=None)
@@ -160,7 +161,7 @@ def test_real_write_failure_beyond_the_file_size_limit_refuses(tmp_path: Path) -
         """
         import resource, signal, sys, trio
         from pathlib import Path
-        from node.audit_log import AuditLogConfig, open_audit_log
+        from shell.audit_log import AuditLogConfig, open_audit_log
         from protocol.audit import AuditLogUnavailable
 
         async def main(path):

@@ -1,0 +1,272 @@
+"""coordinator/key_import.py: ``ImportingService`` over scripted in-memory nodes that
+really open, check bundles, decrypt and sign (the node rules of
+``node/handlers/key_import.py``, minus sealing), with faults injected per node: any
+failure aborts the import on every holder, nothing is committed, the coordinator
+checks every node signature itself, and commits are retried."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import trio
+from nacl.signing import SigningKey
+
+from coordinator.backend import CeremonyAborted, Client, Forbidden, KeyExists, NotEnoughSigners
+from coordinator.key_import import ImportingService
+from coordinator.sessions import NodeStatistics, NodeUnavailable, RemoteError, Timeout
+from protocol import node_api
+from protocol.bn254 import g1_mul_generator
+from protocol.dkg.crypto import x25519_keypair
+from protocol.dkg.relayed import CommitCertificate
+from protocol.encoding import g1_from_bytes, g1_to_bytes
+from protocol.import_api import (
+    IMPORT_ABORT,
+    IMPORT_OPEN,
+    IMPORT_SHARE,
+    KEYS_COMMIT,
+    ImportRefusal,
+)
+from protocol.import_split import check_opens, seal_bundle, split_key
+from protocol.key_import import (
+    ImportBundle,
+    ImportOpen,
+    ImportSignature,
+    ImportTranscript,
+    check_bundle,
+    open_share,
+    verify_import_transcript,
+)
+from protocol.manifest import CoordinatorEntry, Manifest, NodeEntry
+from protocol.rng import seeded_rng
+from protocol.rpc import PROTOCOL_VERSION, Method
+from protocol.threshold import public_share
+
+NAMES = ("n1", "n2", "n3")
+OPERATOR = Client("op", frozenset({"operator"}), frozenset())
+RNG = seeded_rng(b"import-service")
+
+
+@dataclass
+class Node:
+    name: str
+    index: int
+    key: SigningKey
+    mode: str = "ok"  # ok | down | reject | exists | wrong-key | commit-late
+    calls: list[str] = field(default_factory=list)
+    opened: dict[str, tuple[ImportOpen, bytes]] = field(default_factory=dict)
+    pending: dict[str, ImportBundle] = field(default_factory=dict)
+    active: dict[str, ImportTranscript] = field(default_factory=dict)
+    late: int = 1
+
+
+class Sessions:
+    """``SessionManager`` stand-in: schemas checked, node rules applied."""
+
+    def __init__(self) -> None:
+        self.nodes = {
+            name: Node(name, i, SigningKey(RNG(32))) for i, name in enumerate(NAMES, start=1)
+        }
+        self.manifest = Manifest(
+            cluster_id=bytes(range(16)),
+            nodes=tuple(
+                NodeEntry(
+                    n.index, n.name, f"127.0.0.1:{9100 + n.index}", RNG(32), bytes(n.key.verify_key)
+                )
+                for n in self.nodes.values()
+            ),
+            coordinators=(CoordinatorEntry("coordinator", RNG(32)),),
+        )
+
+    def is_up(self, name: str) -> bool:
+        return self.nodes[name].mode != "down"
+
+    def up_nodes(self) -> frozenset[str]:
+        return frozenset(n for n in self.nodes if self.is_up(n))
+
+    def statistics(self) -> dict[str, NodeStatistics]:
+        return {n: NodeStatistics(self.is_up(n), 1, 0, None) for n in self.nodes}
+
+    async def call(
+        self,
+        name: str,
+        method: Method,
+        params: dict[str, Any],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - SessionManager.call's signature
+    ) -> Any:
+        node = self.nodes[name]
+        method.params.check(params, "params")
+        node.calls.append(method.name)
+        if node.mode == "down":
+            raise NodeUnavailable(name, "connect failed")
+        await trio.sleep(0.001)
+        result = self._answer(node, method, params)
+        method.result.check(result, "result")
+        return result
+
+    def _refuse(self, node: Node, refusal: ImportRefusal) -> RemoteError:
+        return RemoteError(node.name, int(refusal), refusal.label)
+
+    def _answer(self, node: Node, method: Method, params: dict[str, Any]) -> Any:
+        key_id = params.get("key_id", "")
+        if method is IMPORT_OPEN:
+            if node.mode == "exists":
+                raise self._refuse(node, ImportRefusal.KEY_EXISTS)
+            secret, public = x25519_keypair(RNG)
+            message = ImportOpen(
+                cluster=self.manifest.cluster_id, key_id=key_id, epoch=0, sender=node.index,
+                nonce=RNG(32), enc_key=public,
+            ).signed_by(node.key)  # fmt: skip
+            node.opened[key_id] = (message, secret)
+            return {"message": message.encode()}
+        if method is IMPORT_SHARE:
+            if node.mode == "reject":
+                raise self._refuse(node, ImportRefusal.REJECTED)
+            bundle = ImportBundle.decode(params["message"])
+            verified = check_bundle(bundle, self.manifest)
+            message, secret = node.opened.pop(key_id)
+            assert message in bundle.opens
+            open_share(verified, index=node.index, enc_secret=secret, enc_key=message.enc_key)
+            node.pending[key_id] = bundle
+            signer = SigningKey(RNG(32)) if node.mode == "wrong-key" else node.key
+            sig = ImportSignature(
+                ceremony=verified.import_id, sender=node.index,
+                transcript_hash=verified.transcript_hash,
+            ).signed_by(signer)  # fmt: skip
+            return {"message": sig.encode()}
+        if method is KEYS_COMMIT:
+            if node.mode == "commit-late" and node.late > 0:
+                node.late -= 1
+                raise Timeout(node.name, method.name, 1.0)
+            cert = CommitCertificate.decode(params["certificate"])
+            node.active[key_id] = ImportTranscript(node.pending.pop(key_id), cert)
+            return {"key_id": key_id, "status": "active"}
+        if method is IMPORT_ABORT:
+            node.opened.pop(key_id, None)
+            node.pending.pop(key_id, None)
+            return {"key_id": key_id, "status": "aborted"}
+        if method is node_api.NODE_STATUS:
+            return node_api.NodeStatus(
+                node.name, node.index, PROTOCOL_VERSION, self.manifest.cluster_id,
+                self.manifest.node(node.name).noise_public_key, bytes(node.key.verify_key), (),
+            ).to_wire()  # fmt: skip
+        if method is node_api.KEYS_LIST:
+            return {"keys": [_meta(t).to_wire() for t in node.active.values()], "more": False}
+        if method is node_api.DKG_STATE:
+            return {"ceremonies": []}
+        if method is node_api.DKG_TRANSCRIPT:
+            return {"transcript": node.active[key_id].encode()}
+        raise AssertionError(method.name)
+
+
+def _meta(t: ImportTranscript) -> node_api.PublicKeyMetadata:
+    verified = check_bundle_unchecked(t.bundle)
+    b = t.bundle
+    return node_api.PublicKeyMetadata(
+        key_id=b.key_id, epoch=0, t=b.threshold, n=len(b.holders), holders=b.holders,
+        status="active", pk_g1=b.commitments[0], pk_g2=b.pubkey_g2,
+        public_shares=tuple((j, g1_to_bytes(p)) for j, p in sorted(verified.items())),
+        transcript_hash=b.transcript_hash(),
+    )  # fmt: skip
+
+
+def check_bundle_unchecked(bundle: ImportBundle) -> dict[int, Any]:
+    cms = [g1_from_bytes(c, field="c") for c in bundle.commitments]
+    return {j: public_share(cms, j) for j in bundle.holders}
+
+
+def service(sessions: Sessions) -> ImportingService:
+    return ImportingService(sessions.manifest, sessions)  # type: ignore[arg-type]
+
+
+async def bundle_for(svc: ImportingService, sessions: Sessions, key_id: str, sk: int,
+                     min_holders: int | None = None) -> ImportBundle:  # fmt: skip
+    opening = await svc.open_import(key_id, min_holders=min_holders, client=OPERATOR)
+    opens = check_opens(
+        [o for _, o in opening.opens], manifest=sessions.manifest, key_id=key_id, epoch=0,
+        min_holders=min_holders or len(NAMES),
+    )  # fmt: skip
+    split = split_key(sk, g1_mul_generator(sk), threshold=2, indices=[o.sender for o in opens],
+                      rng=RNG)  # fmt: skip
+    try:
+        return seal_bundle(split, opens, manifest=sessions.manifest, key_id=key_id, epoch=0,
+                           rng=RNG)  # fmt: skip
+    finally:
+        split.forget()
+
+
+def calls(sessions: Sessions, method: Method) -> list[str]:
+    return [n.name for n in sessions.nodes.values() if method.name in n.calls]
+
+
+async def test_import_commits_on_every_holder_and_registers_the_key() -> None:
+    sessions = Sessions()
+    svc = service(sessions)
+    bundle = await bundle_for(svc, sessions, "k", 424242)
+    result = await svc.import_key("k", bundle, min_holders=None, client=OPERATOR)
+    assert result.key.pk_g1 == g1_mul_generator(424242) and result.key.status == "active"
+    assert result.key.holders == NAMES
+    assert verify_import_transcript(result.transcript, sessions.manifest).valid
+    assert all("k" in n.active for n in sessions.nodes.values())
+    assert calls(sessions, IMPORT_ABORT) == []
+    assert (await svc.get_key("k")).transcript_hash == bundle.transcript_hash()
+    with pytest.raises(KeyExists):  # the registry knows it now: no node is asked
+        await svc.open_import("k", min_holders=None, client=OPERATOR)
+
+
+@pytest.mark.parametrize("mode", ["reject", "wrong-key"])
+async def test_any_failure_aborts_every_holder(mode: str) -> None:
+    sessions = Sessions()
+    svc = service(sessions)
+    bundle = await bundle_for(svc, sessions, "k", 99)
+    sessions.nodes["n2"].mode = mode
+    with pytest.raises(CeremonyAborted) as err:
+        await svc.import_key("k", bundle, min_holders=None, client=OPERATOR)
+    assert err.value.missed == ("n2",)
+    assert calls(sessions, IMPORT_ABORT) == list(NAMES)
+    assert calls(sessions, KEYS_COMMIT) == []
+    assert not any(n.pending or n.active for n in sessions.nodes.values())
+
+
+async def test_a_node_holding_the_key_id_makes_it_key_exists_and_opens_are_aborted() -> None:
+    sessions = Sessions()
+    sessions.nodes["n3"].mode = "exists"
+    svc = service(sessions)
+    with pytest.raises(KeyExists):
+        await svc.open_import("k", min_holders=None, client=OPERATOR)
+    assert calls(sessions, IMPORT_ABORT) == ["n1", "n2"]
+    assert not any(n.opened for n in sessions.nodes.values())
+
+
+async def test_min_holders_and_a_down_node() -> None:
+    sessions = Sessions()
+    sessions.nodes["n3"].mode = "down"
+    svc = service(sessions)
+    with pytest.raises(NotEnoughSigners) as err:
+        await svc.open_import("k", min_holders=None, client=OPERATOR)
+    assert err.value.missing == ("n3",)
+    bundle = await bundle_for(svc, sessions, "k", 7, min_holders=2)
+    assert bundle.holders == (1, 2)
+    result = await svc.import_key("k", bundle, min_holders=2, client=OPERATOR)
+    assert result.key.holders == ("n1", "n2")
+
+
+async def test_a_late_commit_is_retried() -> None:
+    sessions = Sessions()
+    sessions.nodes["n1"].mode = "commit-late"
+    svc = service(sessions)
+    bundle = await bundle_for(svc, sessions, "k", 5)
+    result = await svc.import_key("k", bundle, min_holders=None, client=OPERATOR)
+    assert result.key.status == "active"
+    assert sessions.nodes["n1"].calls.count(KEYS_COMMIT.name) == 2
+
+
+async def test_only_operators_import() -> None:
+    sessions = Sessions()
+    svc = service(sessions)
+    signer = Client("s", frozenset({"signer"}), frozenset({"*"}))
+    with pytest.raises(Forbidden):
+        await svc.open_import("k", min_holders=None, client=signer)
+    assert not any(n.calls for n in sessions.nodes.values())
