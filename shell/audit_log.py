@@ -173,7 +173,11 @@ class AuditLog:
                 pendings.append(pending)
             good_size = self._file.size
             try:
-                with trio.fail_after(timeout):
+                # Shielded: a caller cancelled from outside (an RPC the coordinator
+                # cancelled) must not abandon a write that still lands in the file with
+                # the chain not advanced (the next record would reuse its seq). The
+                # write stays bounded by its own timeout.
+                with trio.CancelScope(shield=True), trio.fail_after(timeout):
                     await trio.to_thread.run_sync(
                         self._file.append,
                         b"".join(p.line for p in pendings),

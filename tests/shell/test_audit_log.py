@@ -155,6 +155,35 @@ async def test_failed_write_is_undone_and_a_stuck_one_poisons_the_log(
     assert report.valid and report.records == 2
 
 
+async def test_a_caller_cancelled_mid_write_leaves_one_chain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by ``tkms chaos``: the coordinator cancels a slow node's partial signature
+    while its audit record is being written; the record still lands in the file, so
+    the chain must advance with it (else the next record repeats its seq and the
+    node refuses to start again)."""
+    path = tmp_path / "audit.log"
+    real_append = audit_log._AppendFile.append
+
+    def slow(self: audit_log._AppendFile, data: bytes) -> None:
+        time.sleep(0.3)
+        real_append(self, data)
+
+    async with open_audit_log(config(path), signing_key=KEY) as log:
+        monkeypatch.setattr(audit_log._AppendFile, "append", slow)
+        with trio.move_on_after(0.05) as scope:
+            await log.append(event="sign.partial", outcome="signed")
+        assert scope.cancel_called  # the deadline passed while the record was written
+        monkeypatch.setattr(audit_log._AppendFile, "append", real_append)
+        await log.append(event="sign.partial", outcome="signed")
+        assert log.next_seq == 3
+    report = verify_log(path.read_bytes(), public_key=PUB)
+    assert report.valid, report.reason
+    assert report.records == 3
+    async with open_audit_log(config(path), signing_key=KEY) as log:  # it reopens
+        assert log.next_seq == 4  # audit.open recorded after the three
+
+
 def test_real_write_failure_beyond_the_file_size_limit_refuses(tmp_path: Path) -> None:
     """A real EFBIG (RLIMIT_FSIZE) in a child process: partial write, undone, refused."""
     script = textwrap.dedent(
