@@ -43,6 +43,7 @@ from cluster.chaos.load import OK, Load, LoadConfig, SignatureCheck
 from cluster.chaos.proxy import Proxy, serve_proxy
 from cluster.chaos.report import Promise, analyse
 from cluster.chaos.schedule import Fault, Planner, ScheduleConfig
+from protocol.errors import TkmsError
 
 Progress = Callable[[str], None]
 
@@ -130,6 +131,7 @@ async def run_chaos(cfg: ChaosConfig, *, progress: Progress) -> ChaosRun:
     layout, temp = await _prepare(cfg, progress)
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(1 << 32)
     run = _Run(cfg, layout, seed, progress)
+    failure: TkmsError | None = None  # raised as itself, not inside an exception group
     try:
         async with trio.open_nursery() as nursery:
             for node in layout.nodes:
@@ -139,11 +141,15 @@ async def run_chaos(cfg: ChaosConfig, *, progress: Progress) -> ChaosRun:
                 )
             try:
                 await run.main()
+            except TkmsError as exc:
+                failure = exc
             finally:
                 with trio.CancelScope(shield=True):
                     progress("stopping the cluster...")
                     await trio.to_thread.run_sync(lambda: launcher.down(layout, progress=progress))
             nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         result = run.finish()
     except BaseException:
         progress(f"cluster dir kept for inspection: {layout.root}")
