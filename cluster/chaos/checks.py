@@ -14,7 +14,9 @@ its share, the state of a key on every node, and the audit logs.
   ``dkg_consistent`` says whether a ceremony ended cleanly: active on exactly its
   holders if it completed; active nowhere if it aborted or was refused.
 * ``verify_audit_logs``: every node's ``<data_dir>/audit.log`` through
-  ``protocol.audit.verify_log`` with the node's Ed25519 key from the manifest.
+  ``protocol.audit.verify_log`` with the node's Ed25519 key from the manifest and the
+  checkpoints kept by its peers and the coordinator (``checkpoints.log``), and the
+  coordinator's own ``audit.log`` (its chain).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from cluster import launcher
 from cluster.chaos.httpc import HttpRefused, HttpTimeout, HttpUnavailable, request
 from cluster.chaos.load import SignatureCheck
 from cluster.chaos.proxy import Proxy
-from protocol.audit import verify_log
+from protocol.audit import Checkpoint, parse_checkpoints, verify_log
 from protocol.bn254 import G1, G2
 from protocol.encoding import g1_from_json, g2_from_json, msg_hash_to_hex
 from protocol.errors import TkmsError
@@ -41,6 +43,7 @@ from protocol.manifest import parse_manifest
 
 META_RE = re.compile(r"^meta-(\d{6})\.json$")
 AUDIT_LOG_FILE = "audit.log"
+CHECKPOINTS_FILE = "checkpoints.log"
 
 
 class ChaosError(TkmsError):
@@ -237,17 +240,42 @@ def dkg_consistent(
     return True, f"{outcome.outcome}: active nowhere (states: {left or ['absent']})"
 
 
+def _checkpoints(paths: Sequence[Path]) -> list[Checkpoint]:
+    """Every checkpoint in these checkpoint stores (unreadable or malformed: skipped;
+    a bad checkpoint can only make the verification fail, never pass)."""
+    out: list[Checkpoint] = []
+    for path in paths:
+        try:
+            out += parse_checkpoints(path.read_bytes(), source=str(path))
+        except (OSError, TkmsError):
+            continue
+    return out
+
+
 def verify_audit_logs(layout: launcher.ClusterLayout) -> dict[str, dict[str, Any]]:
-    """Node name -> ``AuditReport.to_json()`` of its audit log (or why it is missing)."""
+    """Name -> ``AuditReport.to_json()`` of every node's audit log, checked with the
+    node's Ed25519 key and the checkpoints its peers and the coordinator keep, and of
+    the coordinator's log (``coordinator``: its chain; its key is not in the manifest)."""
     manifest = parse_manifest(layout.manifest.read_text())
+    coordinator_dir = layout.coordinator_config.parent
+    stores = [coordinator_dir / CHECKPOINTS_FILE] + [
+        node_data_dir(n) / CHECKPOINTS_FILE for n in layout.nodes
+    ]
+    checkpoints = _checkpoints([p for p in stores if p.exists()])
+    logs = [(n.name, node_data_dir(n) / AUDIT_LOG_FILE) for n in layout.nodes]
+    coordinator_log = coordinator_dir / AUDIT_LOG_FILE
+    if coordinator_log.exists():
+        logs.append(("coordinator", coordinator_log))
     out: dict[str, dict[str, Any]] = {}
-    for node in layout.nodes:
-        path = node_data_dir(node) / AUDIT_LOG_FILE
+    for name, path in logs:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            out[node.name] = {"valid": False, "reason": f"cannot read {path}: {exc.strerror}"}
+            out[name] = {"valid": False, "reason": f"cannot read {path}: {exc.strerror}"}
             continue
-        key = manifest.node(node.name).ed25519_public_key
-        out[node.name] = verify_log(data, public_key=key).to_json()
+        if name == "coordinator":
+            out[name] = verify_log(data, public_key=None).to_json()
+        else:
+            key = manifest.node(name).ed25519_public_key
+            out[name] = verify_log(data, public_key=key, checkpoints=checkpoints).to_json()
     return out

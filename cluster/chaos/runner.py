@@ -446,7 +446,7 @@ class _Run:
 
 
 def _audit_summary(report: dict[str, Any]) -> dict[str, Any]:
-    keys = ("valid", "records", "reason", "tornTail", "unanchoredTail")
+    keys = ("valid", "records", "reason", "tornTail", "anchoredSeq", "unanchoredTail")
     return {k: report.get(k) for k in keys}
 
 

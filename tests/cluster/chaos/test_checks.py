@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from nacl.signing import SigningKey
 
 from cluster.chaos.checks import (
     DkgOutcome,
@@ -15,8 +16,11 @@ from cluster.chaos.checks import (
     dkg_consistent,
     key_states,
     node_data_dir,
+    verify_audit_logs,
 )
 from cluster.launcher import ClusterLayout, NodeLayout
+from protocol.audit import AuditChain, Checkpoint
+from protocol.manifest import CoordinatorEntry, Manifest, NodeEntry
 
 NAMES = ["node1", "node2", "node3", "node4", "node5"]
 
@@ -38,9 +42,10 @@ def _layout(root: Path) -> ClusterLayout:
         data = "." if i % 2 else str(cfg_dir)  # relative and absolute data_dir
         (cfg_dir / "node.toml").write_text(f'version = 1\nname = "{name}"\ndata_dir = "{data}"\n')
         nodes.append(NodeLayout(name, i, f"127.0.0.1:{7000 + i}", cfg_dir / "node.toml"))
+    (root / "coordinator").mkdir()
     return ClusterLayout(
-        root, "00" * 16, 3, tuple(nodes), root / "c.toml", "127.0.0.1:1", "127.0.0.1:2",
-        root / "k",
+        root, "00" * 16, 3, tuple(nodes), root / "coordinator" / "c.toml", "127.0.0.1:1",
+        "127.0.0.1:2", root / "k",
     )  # fmt: skip
 
 
@@ -99,3 +104,61 @@ def test_without_an_answer_either_clean_end_counts() -> None:
     assert dkg_consistent(lost, three, 3)[0]
     assert not dkg_consistent(lost, {**three, "node4": "pending"}, 3)[0]
     assert not dkg_consistent(lost, {"node1": "active", "node2": "active"}, 3)[0]
+
+
+def _keys() -> dict[str, SigningKey]:
+    return {name: SigningKey(bytes([i]) * 32) for i, name in enumerate(NAMES, start=1)}
+
+
+def _write_logs(layout: ClusterLayout, keys: dict[str, SigningKey]) -> dict[str, list[bytes]]:
+    """Three chained records per node; every node's head checkpoint is kept by the
+    coordinator's checkpoint store. Returns each node's lines."""
+    manifest = Manifest(
+        bytes(16),
+        tuple(
+            NodeEntry(
+                i, name, f"127.0.0.1:{7000 + i}", bytes([i]) * 32, keys[name].verify_key.encode()
+            )
+            for i, name in enumerate(NAMES, start=1)
+        ),
+        (CoordinatorEntry("coordinator", bytes([99]) * 32),),
+    )
+    layout.manifest.write_text(manifest.to_toml())
+    lines: dict[str, list[bytes]] = {}
+    store = []
+    for node in layout.nodes:
+        chain = AuditChain(f"c/{node.name}")
+        lines[node.name] = []
+        for seq in range(3):
+            pending = chain.prepare(time=1000 + seq, actor=node.name, event="sign", outcome="ok")
+            chain.commit(pending)
+            lines[node.name].append(pending.line)
+        (node_data_dir(node) / "audit.log").write_bytes(b"".join(lines[node.name]))
+        cp = Checkpoint.sign(keys[node.name], chain.log_id, chain.next_seq - 1, chain.head)
+        store.append(cp.to_line())
+    (layout.root / "coordinator" / "checkpoints.log").write_bytes(b"".join(store))
+    return lines
+
+
+def test_audit_logs_verify_anchored_by_the_checkpoints(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    _write_logs(layout, _keys())
+    reports = verify_audit_logs(layout)
+    assert set(reports) == set(NAMES)  # no coordinator log in this dir
+    for report in reports.values():
+        assert report["valid"] and report["records"] == 3
+        assert report["anchoredSeq"] == 2 and report["unanchoredTail"] == 0
+
+
+def test_an_edited_or_cut_log_fails(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    lines = _write_logs(layout, _keys())
+    node2 = node_data_dir(layout.nodes[1]) / "audit.log"
+    node2.write_bytes(lines["node2"][0] + lines["node2"][2])  # record 1 removed
+    node4 = node_data_dir(layout.nodes[3]) / "audit.log"
+    node4.write_bytes(b"".join(lines["node4"][:2]))  # the tail cut: the checkpoint shows it
+    (node_data_dir(layout.nodes[4]) / "audit.log").unlink()
+    reports = verify_audit_logs(layout)
+    assert [n for n, r in reports.items() if not r["valid"]] == ["node2", "node4", "node5"]
+    assert "truncated" in reports["node4"]["reason"]
+    assert "cannot read" in reports["node5"]["reason"]
