@@ -117,6 +117,13 @@ async def _prepare(cfg: ChaosConfig, progress: Progress) -> tuple[launcher.Clust
     return layout, temp
 
 
+def _schedule_for(node_deadline_s: float) -> ScheduleConfig:
+    """The default schedule for a coordinator that waits ``node_deadline_s`` for
+    partials: overload episodes last 1.5 to 3 s longer than that."""
+    hold = (node_deadline_s + 1.5, node_deadline_s + 3.0)
+    return ScheduleConfig(node_deadline_s=node_deadline_s, overload_hold_s=hold)
+
+
 def _node_deadline(layout: launcher.ClusterLayout) -> float:
     """The coordinator's per-request wait for node partials (``sign_timeout_s``)."""
     try:
@@ -203,7 +210,7 @@ class _Run:
         if dkg.pubkey is None:
             raise checks.ChaosError(f"the DKG before the run failed: {dkg.outcome} {dkg.detail}")
         check = SignatureCheck(*dkg.pubkey)
-        schedule = cfg.schedule or ScheduleConfig(node_deadline_s=_node_deadline(self.layout))
+        schedule = cfg.schedule or _schedule_for(_node_deadline(self.layout))
         self.start = trio.current_time()
         self.planner = Planner(
             self.names,

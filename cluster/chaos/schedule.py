@@ -18,7 +18,9 @@ started while fewer than ``n - t`` nodes are down, so at most ``n - t`` are ever
 at a time. With ``overload``, every ``overload_every_s`` the planner lets the cluster
 drain (no new faults) until every node is up and then takes ``n - t + 1`` nodes out
 at once for ``overload_hold_s`` (stop, partition or a long delay: faults that lift at
-once, so "enough nodes back" is a sharp instant). The coordinator is restarted at
+once, so "enough nodes back" is a sharp instant). The hold must outlast
+``node_deadline_s``: a request the coordinator is still waiting for when the nodes
+come back simply succeeds. The coordinator is restarted at
 ``coordinator_first_s`` and then ``coordinator_every_s`` after it was last back, each
 time from a whole cluster (the planner drains first, as for an overload episode);
 nothing new starts until it is back.
@@ -103,7 +105,7 @@ class ScheduleConfig:
     settle_s: float = 0.5  # /healthz must be this much younger than the lift
     overload_first_s: float = 8.0  # the first overload episode, at the earliest
     overload_every_s: float = 12.0  # from the end of one episode to the next
-    overload_hold_s: tuple[float, float] = (1.5, 3.0)
+    overload_hold_s: tuple[float, float] = (3.5, 5.0)  # past node_deadline_s: 503s show
     weights: Mapping[FaultKind, int] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
 
     def __post_init__(self) -> None:
@@ -111,6 +113,8 @@ class ScheduleConfig:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise ValueError(f"{name} must be an interval (lo <= hi, lo >= 0)")
+        if self.overload_hold_s[0] <= self.node_deadline_s:
+            raise ValueError("overload_hold_s must outlast node_deadline_s")
         if not self.delays_s or min(self.delays_s) <= 0:
             raise ValueError("delays_s must be positive")
         if not self.node_deadline_s > 0 or self.settle_s < 0:

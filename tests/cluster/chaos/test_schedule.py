@@ -176,6 +176,7 @@ def test_lift_all_ends_every_fault_and_nothing_is_left_faulted() -> None:
         {"node_deadline_s": 0.0},
         {"weights": {FaultKind.KILL: 0}},
         {"weights": {FaultKind.KILL: 1, FaultKind.COORDINATOR_RESTART: 1}},
+        {"overload_hold_s": (1.5, 3.0), "node_deadline_s": 2.0},
     ],
 )
 def test_config_refuses_nonsense(kwargs: dict[str, object]) -> None:
