@@ -48,7 +48,6 @@ HANDLER_MODULES: tuple[str, ...] = (
     "node.handlers.dkg",
     "node.handlers.signing",
     "node.handlers.audit",
-    "node.handlers.dkg",
     "node.handlers.key_import",
 )
 
