@@ -268,6 +268,22 @@ class ImportResult:
     transcript: bytes
 
 
+class RegistryLoading(NotEnoughSigners):
+    """The coordinator has just started and some node has not reported its keys yet, so
+    a key id it does not know may still exist: HTTP 503 (retry), not 404."""
+
+    def __init__(self, key_id: str, unheard: Sequence[str]) -> None:
+        BackendError.__init__(
+            self,
+            f"key {key_id!r} is not loaded yet: the coordinator is still reading keys from "
+            + ", ".join(unheard),
+        )
+        self.key_id = key_id
+        self.needed = 0
+        self.got = 0
+        self.missing = tuple(unheard)
+
+
 class Backend(Protocol):
     """What the coordinator's front ends call."""
 

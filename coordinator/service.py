@@ -55,6 +55,7 @@ from coordinator.backend import (
     KeyInfo,
     NodeHealth,
     NotImplementedYet,
+    RegistryLoading,
     SignResult,
     UnknownKey,
 )
@@ -95,6 +96,9 @@ class ServiceConfig:
     watch_interval_s: float = 0.25  # how often newly-up sessions are looked for
     retry_interval_s: float = 1.0  # a failed first refresh of a session is retried
     call_timeout_s: float = 5.0  # per node.status / keys.list call
+    # after start, an unknown key id is "not loaded yet" (503) rather than "unknown"
+    # (404) while some node has not reported its keys, for at most this long
+    startup_grace_s: float = 15.0
 
     def __post_init__(self) -> None:
         times = (
@@ -102,6 +106,7 @@ class ServiceConfig:
             self.watch_interval_s,
             self.retry_interval_s,
             self.call_timeout_s,
+            self.startup_grace_s,
         )
         if min(times) <= 0:
             raise ValueError("ServiceConfig times must be positive")
@@ -247,6 +252,7 @@ class CoordinatorService:
         self._last_try: dict[str, float] = {}  # node -> when its last refresh started
         self._refresh_lock = trio.Lock()
         self._stale = False  # a full refresh is due (a recovery changed keys)
+        self._loading_until = trio.current_time() + self.config.startup_grace_s
 
     # -- keeping the registry current ------------------------------------------------
 
@@ -349,7 +355,13 @@ class CoordinatorService:
         return self.registry.key_infos()
 
     async def get_key(self, key_id: str) -> KeyInfo:
-        return self.registry.get(key_id)
+        try:
+            return self.registry.get(key_id)
+        except UnknownKey:
+            unheard = [n.name for n in self.manifest.nodes if n.name not in self._ready]
+            if unheard and trio.current_time() < self._loading_until:
+                raise RegistryLoading(key_id, unheard) from None
+            raise
 
     # Until the signing work lands: a known key answers 501, an unknown one 404.
 

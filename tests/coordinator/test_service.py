@@ -22,7 +22,7 @@ from py_ecc.optimized_bn128 import G2 as PY_G2
 from py_ecc.optimized_bn128 import multiply, normalize
 
 from coordinator.auth import ApiKeyStore
-from coordinator.backend import Client, NotImplementedYet, UnknownKey
+from coordinator.backend import Client, NotImplementedYet, RegistryLoading, UnknownKey
 from coordinator.config import load_config
 from coordinator.http import HttpConfig, serve_http
 from coordinator.metrics import Registry
@@ -316,6 +316,9 @@ async def test_a_node_is_up_only_once_its_keys_are_known(nursery: trio.Nursery) 
         (pending,) = (await service.health()).nodes
         assert not pending.up and "not checked yet" in pending.detail
         assert await service.list_keys() == []
+        # just started and node1 has not reported: "not loaded yet" (503), not unknown
+        with pytest.raises(RegistryLoading, match="node1"):
+            await service.get_key("k1")
         node.hold.set()
 
         async def up() -> bool:
@@ -323,6 +326,9 @@ async def test_a_node_is_up_only_once_its_keys_are_known(nursery: trio.Nursery) 
 
         await _until(up)
         assert [k.key_id for k in await service.list_keys()] == ["k1"]
+        assert (await service.get_key("k1")).key_id == "k1"
+        with pytest.raises(UnknownKey):  # every node has reported: really unknown
+            await service.get_key("nope")
     assert node.scope is not None
     node.scope.cancel()
 
@@ -444,3 +450,25 @@ async def test_coordinator_init_files_and_run_refusals(tmp_path: Path) -> None:
     await refused(f"but {config.noise_key_file} holds the key of {ours.hex()}")
     config.noise_key_file.chmod(0o644)
     await refused("accessible by group/others")
+
+
+async def test_after_the_startup_grace_an_unknown_key_is_unknown(nursery: trio.Nursery) -> None:
+    coordinator = KeyPair.generate()
+    node = FakeNode(1, KeyPair.generate(), [make_key(holders=(1,), t=1)], coordinator.public)
+    node.hold = trio.Event()  # node1 never finishes reporting
+    node.port = await nursery.start(node.serve)
+    manifest = manifest_of([node.key], [node.port], coordinator)
+    endpoints = [NodeEndpoint.from_manifest(e) for e in manifest.nodes]
+    short = ServiceConfig(
+        refresh_interval_s=60.0, watch_interval_s=0.02, call_timeout_s=3.0, startup_grace_s=0.05
+    )
+    async with (
+        open_session_manager(endpoints, identity=coordinator, cluster_id=CID, config=FAST) as s,
+        open_service(manifest, s, config=short, verify_key=accept_structurally_valid) as service,
+    ):
+        await trio.sleep(0.1)
+        with pytest.raises(UnknownKey):
+            await service.get_key("k1")
+        node.hold.set()
+    assert node.scope is not None
+    node.scope.cancel()
