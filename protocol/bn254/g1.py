@@ -141,6 +141,7 @@ G1_GENERATOR: Final = G1(1, 2)
 # multiplication follows: in Python a wider product is cheaper than a ``%``.
 
 _THREE_HALVES: Final = mpz(3 * pow(2, -1, P) % P)
+_P5: Final = 5 * PZ  # 256 bits: see _straus
 
 
 def _jac_double(pt: Jacobian) -> Jacobian:
@@ -202,58 +203,55 @@ def _batch_to_affine(points: Sequence[Jacobian]) -> list[Affine]:
 
 Event = tuple[int, Affine]  # (bit position, affine point to add there)
 _ODD: Final = tuple(range(1, 1 << (WNAF_WIDTH - 1), 2))
-_NEG_ODD: Final = tuple(-d for d in _ODD)
+_MASK: Final = (1 << WNAF_WIDTH) - 1
+_HALF: Final = 1 << (WNAF_WIDTH - 1)
 
 
-def _odd_multiples(x: int, y: int, count: int) -> list[Affine]:
-    """[P, 3P, 5P, ...] (``count`` points) in affine, one inversion per point."""
-    lam = 3 * x * x * gmpy2.invert(2 * y, PZ) % PZ
-    x2 = (lam * lam - 2 * x) % PZ
-    y2 = (lam * (x - x2) - y) % PZ
-    out = [(x, y)]
+def _odd_multiples(x: int, y: int, count: int) -> tuple[list[int], list[int]]:
+    """The x and y coordinates of [P, 3P, 5P, ...] (``count`` points), affine, one
+    inversion per point (cheaper here than a batched inversion over Jacobian points)."""
+    p, inv = PZ, gmpy2.invert
+    lam = 3 * x * x * inv(2 * y, p) % p
+    x2 = (lam * lam - 2 * x) % p
+    y2 = (lam * (x - x2) - y) % p
+    xs, ys = [x], [y]
     for _ in range(count - 1):
-        x1, y1 = out[-1]
-        lam = (y2 - y1) * gmpy2.invert(x2 - x1, PZ) % PZ
-        x3 = (lam * lam - x1 - x2) % PZ
-        out.append((x3, (lam * (x1 - x3) - y1) % PZ))
-    return out
+        lam = (y2 - y) * inv(x2 - x, p) % p
+        x3 = (lam * lam - x - x2) % p
+        y = (lam * (x - x3) - y) % p
+        x = x3
+        xs.append(x)
+        ys.append(y)
+    return xs, ys
 
 
 def _glv_events(x: int, y: int, k: int, events: list[Event]) -> None:
     """Append the two wNAF digit streams of k·(x, y) (GLV split, 0 < k < r) to ``events``.
 
-    The recoding is ``fields.wnaf`` inlined, with the table lookup folded in.
+    The recoding is ``fields.wnaf`` inlined, with the table lookup folded in: the table
+    is indexed by the raw low ``WNAF_WIDTH`` bits (odd i < 16 holds i·P, odd i > 16
+    holds (i - 32)·P), so the signed digit is never formed.
     """
     k1, k2 = glv_split(k)
-    plus = _odd_multiples(x, y, len(_ODD))
-    minus = [(a, PZ - b) for a, b in plus]
-    full, half_full, mask, scan1 = (
-        1 << WNAF_WIDTH,
-        1 << (WNAF_WIDTH - 1),
-        (1 << WNAF_WIDTH) - 1,
-        gmpy2.bit_scan1,
-    )
+    xs, ys = _odd_multiples(x, y, len(_ODD))
+    nys = [PZ - b for b in ys]
+    scan1 = gmpy2.bit_scan1
     append = events.append
     for half, beta in ((k1, False), (k2, True)):
         if not half:
             continue
-        pos_pts, neg_pts = (plus, minus) if half > 0 else (minus, plus)
         if beta:  # φ(x, y) = (β·x, y)
-            bx = [a * _BETA % PZ for a, _ in plus]
-            pos_pts = [(c, b) for c, (_, b) in zip(bx, pos_pts, strict=True)]
-            neg_pts = [(c, b) for c, (_, b) in zip(bx, neg_pts, strict=True)]
-        table = dict(zip(_ODD, pos_pts, strict=True))
-        table.update(zip(_NEG_ODD, neg_pts, strict=True))
+            xs = [a * _BETA % PZ for a in xs]
+        pos_y, neg_y = (ys, nys) if half > 0 else (nys, ys)
+        table: list[Affine] = [(PZ, PZ)] * (1 << WNAF_WIDTH)
+        table[1::2] = [*zip(xs, pos_y, strict=True), *zip(xs[::-1], neg_y[::-1], strict=True)]
         rest, pos = abs(half), 0
         while rest:
             zeros = scan1(rest)
             rest >>= zeros
             pos += zeros
-            d = rest & mask
-            if d >= half_full:
-                d -= full
-            append((pos, table[d]))
-            rest = (rest - d) >> WNAF_WIDTH
+            append((pos, table[rest & _MASK]))
+            rest = (rest + _HALF) >> WNAF_WIDTH
             pos += WNAF_WIDTH
 
 
@@ -262,7 +260,10 @@ def _straus(events: list[Event]) -> Jacobian:
     if not events:
         return mpz(0), mpz(1), mpz(0)
     events.sort(reverse=True)  # by position; ties compare points, which is harmless
-    px, c = PZ, _THREE_HALVES
+    # Residues are kept modulo 5p, a 256-bit (limb-normalised) multiple of p: GMP
+    # divides by it without shifting, ~6% faster. Only h is reduced mod p exactly,
+    # for the P == ±Q test; z ≡ 0 (mod p) only ever arrives as the exact 0 of infinity.
+    px, pe, c = _P5, PZ, _THREE_HALVES
     cur, (x, y) = events[0]
     z = mpz(1)
     for pos, (x2, y2) in events[1:]:
@@ -279,7 +280,7 @@ def _straus(events: list[Event]) -> Jacobian:
             x, y, z = x2, y2, mpz(1)
             continue
         zz = z * z  # inlined _jac_madd
-        h = (x2 * zz - x) % px
+        h = (x2 * zz - x) % pe
         rr = (y2 * zz * z - y) % px
         if not h:
             x, y, z = _jac_madd((x, y, z), x2, y2)
