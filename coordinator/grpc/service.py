@@ -18,8 +18,9 @@ remote BLS signer expects from cerberus:
 
 Errors map to gRPC codes: no or bad API key UNAUTHENTICATED, not allowed
 PERMISSION_DENIED, unknown key NOT_FOUND, bad input INVALID_ARGUMENT, a key that is
-not active FAILED_PRECONDITION, too few signers UNAVAILABLE (naming the missing
-nodes), anything else INTERNAL without details.
+not active FAILED_PRECONDITION, over the nodes' usage limits RESOURCE_EXHAUSTED, too
+few signers UNAVAILABLE (naming the missing nodes), anything else INTERNAL without
+details.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from coordinator.backend import (
     KeyNotActive,
     NotEnoughSigners,
     UnknownKey,
+    UsageLimitExceeded,
 )
 from protocol import cerberus as api
 from protocol.encoding import g1_from_bytes, g1_to_bytes, g1_to_compressed, g2_to_compressed
@@ -83,6 +85,8 @@ def _backend_status(exc: BackendError) -> tuple[StatusCode, str]:
         return StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, KeyExists):
         return StatusCode.ALREADY_EXISTS, "key exists"
+    if isinstance(exc, UsageLimitExceeded):
+        return StatusCode.RESOURCE_EXHAUSTED, str(exc)
     return StatusCode.INTERNAL, "internal error"
 
 

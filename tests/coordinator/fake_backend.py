@@ -28,6 +28,7 @@ from coordinator.backend import (
     NotEnoughSigners,
     SignResult,
     UnknownKey,
+    UsageLimitExceeded,
 )
 from protocol.bn254 import G1, G1_GENERATOR, G2_GENERATOR
 from protocol.eigenlayer import hash_to_g1, operator_id
@@ -49,6 +50,7 @@ class FakeBackend:
     calls: list[tuple[str, Any]] = field(default_factory=list)
     down: set[str] = field(default_factory=set)
     failing_hashes: set[bytes] = field(default_factory=set)  # fail inside sign_batch
+    exhausted: set[str] = field(default_factory=set)  # key ids over the nodes' usage limits
     partial_failures: dict[str, int] = field(default_factory=dict)
     progress: dict[str, DkgProgress] = field(default_factory=dict)
     transcripts: dict[str, bytes] = field(default_factory=dict)  # canonical bytes
@@ -94,6 +96,8 @@ class FakeBackend:
         key = self.keys[key_id]
         if key.info.status != "active":
             raise KeyNotActive(key_id, key.info.status)
+        if key_id in self.exhausted:
+            raise UsageLimitExceeded(key_id, self.nodes)
         up = [n for n in self.nodes if n not in self.down]
         if len(up) < self.threshold:
             missing = [n for n in self.nodes if n in self.down]

@@ -237,6 +237,11 @@ async def test_error_codes(eigen_vectors: dict[str, Any], backend_keys: list[Any
         reply, _ = await rpc(channel, SIGN_GENERIC, sign(known), SIGNER_ALL)
         assert reply.code == grpc.StatusCode.UNAVAILABLE
         assert "node-2, node-4, node-5" in reply.details
+        backend.down = set()
+        backend.exhausted = {CERBERUS}  # the nodes' usage limits refuse this key
+        reply, _ = await rpc(channel, SIGN_GENERIC, sign(known), SIGNER_ALL)
+        assert reply.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "usage limit" in reply.details
 
 
 async def test_garbage_connection_leaves_signing_working(
