@@ -64,7 +64,9 @@ def sign_partial(
     SignG1) pass ``point`` and its 64-byte raw encoding as ``msg_hash``."""
     h = point if point is not None else hash_to_g1(msg_hash)
     sigma = h * share
-    proof = prove_dleq(share, h, context=dleq_context(key_id, epoch, index, msg_hash), rng=rng)
+    proof = prove_dleq(
+        share, h, context=dleq_context(key_id, epoch, index, msg_hash), rng=rng, y=sigma
+    )
     return PartialSignature(index=index, sigma=sigma, proof=proof)
 
 

@@ -158,12 +158,20 @@ def _dleq_challenge(statement: Statement, a1: G1, a2: G1) -> int:
     return t.challenge_scalar(b"c")
 
 
-def prove_dleq(x: int, h: G1, *, context: bytes, rng: Rng = os_rng) -> DleqProof:
-    """Prove log_G1(x*G1) = log_h(x*h) without revealing x (x in [1, r-1], h != O)."""
+def prove_dleq(
+    x: int, h: G1, *, context: bytes, rng: Rng = os_rng, y: G1 | None = None
+) -> DleqProof:
+    """Prove log_G1(x*G1) = log_h(x*h) without revealing x (x in [1, r-1], h != O).
+
+    ``y``: x*h when the caller has just computed it (a partial signature), saving one
+    variable-base multiplication; a wrong ``y`` only yields a proof that fails to verify.
+    """
     check_scalar(x, field="secret")
     if h.is_infinity():
         raise InvalidPoint("h", "point at infinity not allowed here")
-    pub, y = g1_mul_generator(x), h * x
+    pub = g1_mul_generator(x)
+    if y is None:
+        y = h * x
     statement = _dleq_statement(context, pub, h, y)
     k = _hedged_nonce(DLEQ_DOMAIN, x, statement, rng)
     c = _dleq_challenge(statement, g1_mul_generator(k), h * k)

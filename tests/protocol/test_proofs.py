@@ -167,3 +167,15 @@ def test_proof_objects_hold_no_secret() -> None:
     x = 0xDEADBEEFCAFE
     proof = prove_dleq(x, H, context=CTX)
     assert hex(x)[2:] not in repr(proof).lower() and str(x) not in repr(proof)
+
+
+def test_dleq_with_a_precomputed_y_equals_the_plain_proof_and_a_wrong_y_fails() -> None:
+    x, h = 987654321, G1_GENERATOR * 5
+    ctx = b"precomputed"
+    plain = prove_dleq(x, h, context=ctx, rng=seeded_rng(b"n"))
+    fast = prove_dleq(x, h, context=ctx, rng=seeded_rng(b"n"), y=h * x)
+    assert fast == plain
+    assert verify_dleq(G1_GENERATOR * x, h, h * x, fast, context=ctx)
+    wrong = prove_dleq(x, h, context=ctx, rng=seeded_rng(b"n"), y=h * (x + 1))
+    assert not verify_dleq(G1_GENERATOR * x, h, h * (x + 1), wrong, context=ctx)
+    assert not verify_dleq(G1_GENERATOR * x, h, h * x, wrong, context=ctx)
