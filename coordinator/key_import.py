@@ -21,7 +21,13 @@ through here is public data and ciphertexts. ``ImportingService`` adds the two
   (``KeyExists`` when a node holds the key id). Otherwise every signature goes into a
   ``CommitCertificate`` and ``keys.commit`` to every holder (retried until
   ``commit_timeout_s``); the registry is refreshed from the holders and the key
-  returned with its ``ImportTranscript``.
+  returned with its ``ImportTranscript``. The key id is claimed (the DKG's ``busy``
+  set) for the whole call, and ``keys.import_share`` names this coordinator.
+
+Interrupted imports (this coordinator died mid-commit, or a holder missed it) are
+resolved by ``coordinator.import_recovery`` whenever a node's session comes up:
+rolled forward if any holder holds the certificate, else aborted once every holder
+has answered.
 
 Every outcome is appended to the coordinator's audit log (``key.import``).
 """
@@ -31,12 +37,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import trio
 
 from coordinator.backend import (
     CeremonyAborted,
+    CeremonyInProgress,
     Client,
     Forbidden,
     ImportOpening,
@@ -47,6 +55,7 @@ from coordinator.backend import (
     NotEnoughSigners,
     UnknownKey,
 )
+from coordinator.import_recovery import ImportRecovery
 from coordinator.sessions import SessionError
 from coordinator.signer import SigningService
 from protocol.commit import make_certificate
@@ -95,6 +104,14 @@ class ImportingService(SigningService):
     """The coordinator's ``Backend`` with key import (see the module header)."""
 
     import_config: ImportConfig = ImportConfig()
+
+    @cached_property
+    def import_recovery(self) -> ImportRecovery:
+        return ImportRecovery(self.dkg)
+
+    async def recover_node(self, name: str) -> bool:
+        changed = await super().recover_node(name)
+        return bool(await self.import_recovery.recover_node(name)) or changed
 
     async def _all(
         self,
@@ -215,6 +232,16 @@ class ImportingService(SigningService):
         self, key_id: str, bundle: ImportBundle, *, min_holders: int | None, client: Client
     ) -> ImportResult:
         self._check_new(key_id, client)
+        if not self.dkg.claim(key_id):
+            raise CeremonyInProgress(key_id)
+        try:
+            return await self._import_key(key_id, bundle, min_holders=min_holders, client=client)
+        finally:
+            self.dkg.release(key_id)
+
+    async def _import_key(
+        self, key_id: str, bundle: ImportBundle, *, min_holders: int | None, client: Client
+    ) -> ImportResult:
         if bundle.key_id != key_id:
             raise InvalidRequest("keyId", "the bundle is for another key id")
         if bundle.cluster != self.manifest.cluster_id:
@@ -247,7 +274,7 @@ class ImportingService(SigningService):
         answers = await self._all(
             holders,
             IMPORT_SHARE,
-            lambda _name: {"key_id": key_id, "message": message},
+            lambda _name: {"key_id": key_id, "message": message, "coordinator": self.dkg.name},
             self.import_config.share_timeout_s,
             check,
         )
@@ -296,8 +323,8 @@ class ImportingService(SigningService):
             await self._audit_import(client, key_id, "incomplete", done, unconfirmed=todo)
             raise CeremonyAborted(
                 key_id,
-                f"commit confirmed by {done or 'no node'}, not by {todo}: those nodes "
-                "destroy their pending share when it expires",
+                f"commit confirmed by {done or 'no node'}, not by {todo}: the coordinator "
+                "rolls it forward there when they are back",
                 todo,
             )
 

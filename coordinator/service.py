@@ -272,7 +272,7 @@ class CoordinatorService:
                 log.error("node %s: %s; not using it", name, problem)
                 await self.registry.update(name, [])
                 return
-            if await self.recovery.recover_node(name):
+            if await self.recover_node(name):
                 self._stale = True  # ceremonies were resolved: other nodes' keys changed
             reports = await self._fetch_keys(name)
         except (SessionError, TkmsError) as exc:
@@ -282,6 +282,10 @@ class CoordinatorService:
         await self.registry.update(name, reports)
         self._ready[name] = session_no
         log.info("node %s: %d key(s)", name, len(reports))
+
+    async def recover_node(self, name: str) -> bool:
+        """Resolve the ceremonies ``name`` reports as orphaned; True if any was."""
+        return bool(await self.recovery.recover_node(name))
 
     async def _fetch_keys(self, name: str) -> list[node_api.PublicKeyMetadata]:
         out: list[node_api.PublicKeyMetadata] = []

@@ -20,21 +20,38 @@ from ``coordinator/key_import.py``. Messages travel as their canonical bytes.
   ``{key_id, status}``: drop the open, or destroy the pending share and its token key.
   Idempotent (``status`` is ``"aborted"`` either way); ``COMMITTED`` once active.
 
-A pending import that sees no commit within ``PENDING_TTL_S`` is aborted by the node
-itself, so a coordinator that dies mid-import leaves nothing pending behind.
+* ``keys.import_state`` (optional ``key_id``) -> ``{imports}``: the node's pending
+  imports (with ``key_id``: also that key once an import activated it, with the commit
+  certificate the node holds), for the coordinator's roll-forward
+  (``coordinator.import_recovery``).
+
+A pending share is never expired by the node: once it signed, a certificate may exist
+(every holder signed and the coordinator has it), so only a coordinator ends it, by
+``keys.commit`` or (after finding no certificate on any holder) ``keys.import_abort``.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from protocol.node_api import EPOCH, HASH32, KEY_ID, KEY_STATUS, define
-from protocol.rpc import Bytes, Str, Struct
+from protocol.node_api import (
+    COORDINATOR_NAME,
+    EPOCH,
+    HASH32,
+    KEY_ID,
+    KEY_STATUS,
+    MAX_NODES,
+    NODE_INDEX,
+    define,
+)
+from protocol.rpc import Bytes, Choice, Int, ListOf, Nullable, Str, Struct
 
 MAX_IMPORT_MESSAGE = 1 << 20  # a bundle for 256 holders is ~70 KiB
 MESSAGE = Bytes(max_len=MAX_IMPORT_MESSAGE)
 OPEN_TTL_S = 300.0  # an open X25519 key lives this long without a bundle
-PENDING_TTL_S = 600.0  # a pending share lives this long without a commit
 
 
 class ImportRefusal(enum.IntEnum):
@@ -68,7 +85,9 @@ IMPORT_OPEN = define(
 )
 IMPORT_SHARE = define(
     "keys.import_share",
-    params=Struct({"key_id": KEY_ID, "message": MESSAGE}),
+    params=Struct(
+        {"key_id": KEY_ID, "message": MESSAGE}, optional={"coordinator": COORDINATOR_NAME}
+    ),
     result=Struct({"message": MESSAGE}),
 )
 KEYS_COMMIT = define(
@@ -81,3 +100,57 @@ IMPORT_ABORT = define(
     params=Struct({"key_id": KEY_ID}, optional={"ceremony": HASH32}),
     result=Struct({"key_id": KEY_ID, "status": Str(max_len=16)}),
 )
+
+IMPORT_STATE_ENTRY = Struct(
+    {
+        "key_id": KEY_ID,
+        "ceremony": HASH32,  # the import id
+        "status": Choice(("pending", "active")),
+        "holders": ListOf(NODE_INDEX, max_len=MAX_NODES),
+        "coordinator": Nullable(COORDINATOR_NAME),  # who relayed the bundle, if known
+        "idle_ms": Int(0, 2**62),
+        "certificate": Nullable(MESSAGE),  # held once active
+    }
+)
+
+IMPORT_STATE = define(
+    "keys.import_state",
+    params=Struct({}, optional={"key_id": KEY_ID}),
+    result=Struct({"imports": ListOf(IMPORT_STATE_ENTRY, max_len=4096)}),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportState:
+    """One import as one node sees it (``keys.import_state``)."""
+
+    key_id: str
+    ceremony: bytes
+    status: str
+    holders: tuple[int, ...]
+    coordinator: str | None
+    idle_ms: int
+    certificate: bytes | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "ceremony": self.ceremony,
+            "status": self.status,
+            "holders": list(self.holders),
+            "coordinator": self.coordinator,
+            "idle_ms": self.idle_ms,
+            "certificate": self.certificate,
+        }
+
+    @classmethod
+    def from_wire(cls, value: Mapping[str, Any]) -> ImportState:
+        return cls(
+            key_id=value["key_id"],
+            ceremony=value["ceremony"],
+            status=value["status"],
+            holders=tuple(value["holders"]),
+            coordinator=value["coordinator"],
+            idle_ms=value["idle_ms"],
+            certificate=value["certificate"],
+        )

@@ -14,11 +14,21 @@
   which itself never overwrites a key id) and the signed ``ImportSignature`` answered.
 * ``keys.commit``: ``node.commit.activate_with_certificate`` (every holder must have
   signed), which stores the ``ImportTranscript`` and activates; the record is removed.
-* ``keys.import_abort`` and expiry: drop the open, or destroy the pending share and its
-  token key (crypto-shredding) and remove the record. A background task expires opens
-  after ``OPEN_TTL_S`` and pending imports after ``PENDING_TTL_S`` (wall clock, so a
-  record left by a crash or restart is expired too): a coordinator that dies
-  mid-import leaves nothing pending.
+* ``keys.import_abort``: drop the open, or destroy the pending share and its token key
+  (crypto-shredding) and remove the record.
+* ``keys.import_state``: the pending imports (import id, holders, the coordinator that
+  relayed the bundle, idle time) and, asked about one key id, the commit certificate
+  of its import once active: what ``coordinator.import_recovery`` needs to roll an
+  interrupted commit forward or abort it.
+
+Expiry rule: a background task expires opens after ``OPEN_TTL_S`` (no share, no
+signature: no certificate can exist). A pending share is *not* expired: this node has
+signed, so once every holder has, a certificate may exist and other holders may have
+activated; destroying the share here could leave the key active on some nodes only.
+Only a coordinator ends a pending import: ``keys.commit`` with a valid certificate, or
+``keys.import_abort`` once it found that no holder holds one (all reachable). The one
+exception is a pending record that cannot be read back: its share can never be
+committed here (the bundle is gone), so it is destroyed as before.
 
 Every step that changes state is recorded in the node's audit log (event
 ``key.import.*``: import id, holders, outcome, reason; never a secret).
@@ -52,10 +62,11 @@ from protocol.import_api import (
     IMPORT_ABORT,
     IMPORT_OPEN,
     IMPORT_SHARE,
+    IMPORT_STATE,
     KEYS_COMMIT,
     OPEN_TTL_S,
-    PENDING_TTL_S,
     ImportRefusal,
+    ImportState,
 )
 from protocol.key_import import (
     ImportBundle,
@@ -65,6 +76,7 @@ from protocol.key_import import (
     ImportTranscript,
     VerifiedImport,
     check_bundle,
+    is_import_transcript,
     open_share,
 )
 from protocol.rpc import RpcError
@@ -109,23 +121,31 @@ class _Pending:
     import_id: bytes
     transcript_hash: bytes
     bundle: bytes
-    expires: float  # unix time
+    created: float  # unix time
+    coordinator: str | None = None  # the coordinator that relayed the bundle
+
+    @property
+    def readable(self) -> bool:
+        return bool(self.import_id)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "importId": self.import_id.hex(),
             "transcriptHash": self.transcript_hash.hex(),
             "bundle": self.bundle.hex(),
-            "expiresAt": self.expires,
+            "createdAt": self.created,
+            "coordinator": self.coordinator,
         }
 
     @classmethod
     def from_json(cls, obj: Any) -> _Pending:
+        coordinator = obj.get("coordinator")
         return cls(
             bytes.fromhex(obj["importId"]),
             bytes.fromhex(obj["transcriptHash"]),
             bytes.fromhex(obj["bundle"]),
-            float(obj["expiresAt"]),
+            float(obj["createdAt"]),
+            coordinator if isinstance(coordinator, str) else None,
         )
 
 
@@ -151,14 +171,12 @@ class NodeImporter:
         *,
         clock: Callable[[], float] = time.time,
         open_ttl_s: float = OPEN_TTL_S,
-        pending_ttl_s: float = PENDING_TTL_S,
     ) -> None:
         self.ctx = ctx
         self.index = ctx.entry.index
         self.dir: Path = ctx.config.data_dir / IMPORTS_DIR
         self._clock = clock
         self._open_ttl = open_ttl_s
-        self._pending_ttl = pending_ttl_s
         self._opens: dict[str, _Open] = {}
         self._pending: dict[str, _Pending] = {}
         self._lock = trio.Lock()
@@ -183,7 +201,7 @@ class NodeImporter:
         await trio.to_thread.run_sync(remove_durably, self._record_path(key_id))
 
     async def load_records(self) -> None:
-        """At start: pending imports left on disk come back (or expire)."""
+        """At start: pending imports left on disk come back (unreadable ones expire)."""
 
         def scan() -> dict[str, _Pending]:
             out: dict[str, _Pending] = {}
@@ -193,7 +211,7 @@ class NodeImporter:
                 try:
                     out[path.stem] = _Pending.from_json(json.loads(path.read_bytes()))
                 except (OSError, ValueError, KeyError, TypeError):
-                    log.error("import record %s is unreadable; expiring its key", path.name)
+                    log.error("import record %s is unreadable; destroying its key", path.name)
                     out[path.stem] = _Pending(b"", b"", b"", 0.0)
             return out
 
@@ -286,7 +304,8 @@ class NodeImporter:
                 verified.import_id,
                 verified.transcript_hash,
                 params["message"],
-                self._clock() + self._pending_ttl,
+                self._clock(),
+                params.get("coordinator"),
             )
             await self._seal(key_id, verified, pending, share)
             del share
@@ -413,19 +432,58 @@ class NodeImporter:
         log.warning("import of %s: pending share destroyed (%s)", key_id, reason)
 
     async def expire(self) -> None:
-        """One pass: drop expired opens, destroy expired pending imports."""
+        """One pass: drop expired opens, destroy pending shares whose record is
+        unreadable (never committable here); readable pending imports wait for a
+        coordinator (module header)."""
         async with self._lock:
             self._expire_opens()
-            now = self._clock()
-            for key_id in [k for k, p in self._pending.items() if p.expires <= now]:
+            for key_id in [k for k, p in self._pending.items() if not p.readable]:
                 try:
                     meta = await self._metadata(key_id)
                     if meta is not None and meta.status is KeyStatus.ACTIVE:
                         await self._remove_record(key_id)  # committed before a crash
                     else:
-                        await self._destroy_pending(key_id, "no commit in time")
+                        await self._destroy_pending(key_id, "pending record unreadable")
                 except (TkmsError, OSError) as exc:  # retried at the next pass
                     log.error("import of %s: expiry failed (%s); retrying", key_id, exc)
+
+    # -- keys.import_state -----------------------------------------------------------
+
+    async def state(self, params: dict[str, Any]) -> dict[str, Any]:
+        key_id = params.get("key_id")
+        now = self._clock()
+        out: list[ImportState] = []
+        async with self._lock:
+            for k, p in sorted(self._pending.items()):
+                if not p.readable or (key_id is not None and k != key_id):
+                    continue
+                holders = ImportBundle.decode(p.bundle).holders
+                idle = max(0, int((now - p.created) * 1000))
+                st = ImportState(k, p.import_id, "pending", holders, p.coordinator, idle, None)
+                out.append(st)
+            if key_id is not None and not out:
+                committed = await self._committed(key_id)
+                if committed is not None:
+                    out.append(committed)
+        return {"imports": [st.to_wire() for st in out]}
+
+    async def _committed(self, key_id: str) -> ImportState | None:
+        """The active import of ``key_id`` with its certificate (None: not one)."""
+        meta = await self._metadata(key_id)
+        if meta is None or meta.status is not KeyStatus.ACTIVE:
+            return None
+        try:
+            data = await self.ctx.store.load_transcript(key_id, meta.epoch)
+        except (StoreError, OSError):
+            return None
+        if not is_import_transcript(data):
+            return None
+        try:
+            cert = ImportTranscript.decode(data).commit
+        except DecodeError:
+            return None
+        holders = tuple(j for j, _ in cert.signatures)
+        return ImportState(key_id, cert.ceremony, "active", holders, None, 0, cert.encode())
 
     async def run_expiry(self) -> None:
         await self.load_records()
@@ -440,4 +498,5 @@ def register(registry: HandlerRegistry, ctx: NodeContext) -> None:
     registry.add(IMPORT_SHARE, importer.share)
     registry.add(KEYS_COMMIT, importer.commit)
     registry.add(IMPORT_ABORT, importer.abort)
+    registry.add(IMPORT_STATE, importer.state)
     registry.background(importer.run_expiry)

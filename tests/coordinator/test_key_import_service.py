@@ -2,7 +2,11 @@
 really open, check bundles, decrypt and sign (the node rules of
 ``node/handlers/key_import.py``, minus sealing), with faults injected per node: any
 failure aborts the import on every holder, nothing is committed, the coordinator
-checks every node signature itself, and commits are retried."""
+checks every node signature itself, and commits are retried. Then roll-forward
+(``coordinator/import_recovery.py``): a coordinator that "dies" mid-commit (its
+``import_key`` cancelled) is replaced by a new service whose refresh rolls the import
+forward (a holder holds the certificate) or aborts it (none does), never aborting
+while a holder is unreachable."""
 
 from __future__ import annotations
 
@@ -13,11 +17,20 @@ import pytest
 import trio
 from nacl.signing import SigningKey
 
-from coordinator.backend import CeremonyAborted, Client, Forbidden, KeyExists, NotEnoughSigners
+from coordinator.backend import (
+    CeremonyAborted,
+    CeremonyInProgress,
+    Client,
+    Forbidden,
+    KeyExists,
+    NotEnoughSigners,
+    UnknownKey,
+)
 from coordinator.key_import import ImportingService
 from coordinator.sessions import NodeStatistics, NodeUnavailable, RemoteError, Timeout
 from protocol import node_api
 from protocol.bn254 import g1_mul_generator
+from protocol.commit import IMPORT_PURPOSE, certificate_problem
 from protocol.dkg.crypto import x25519_keypair
 from protocol.dkg.relayed import CommitCertificate
 from protocol.encoding import g1_from_bytes, g1_to_bytes
@@ -25,8 +38,10 @@ from protocol.import_api import (
     IMPORT_ABORT,
     IMPORT_OPEN,
     IMPORT_SHARE,
+    IMPORT_STATE,
     KEYS_COMMIT,
     ImportRefusal,
+    ImportState,
 )
 from protocol.import_split import check_opens, seal_bundle, split_key
 from protocol.key_import import (
@@ -53,10 +68,12 @@ class Node:
     name: str
     index: int
     key: SigningKey
-    mode: str = "ok"  # ok | down | reject | exists | wrong-key | commit-late
+    mode: str = "ok"  # ok | down | reject | exists | wrong-key | commit-late | commit-hang
     calls: list[str] = field(default_factory=list)
     opened: dict[str, tuple[ImportOpen, bytes]] = field(default_factory=dict)
     pending: dict[str, ImportBundle] = field(default_factory=dict)
+    relayed_by: dict[str, str] = field(default_factory=dict)
+    destroyed: list[str] = field(default_factory=list)
     active: dict[str, ImportTranscript] = field(default_factory=dict)
     late: int = 1
 
@@ -102,6 +119,8 @@ class Sessions:
         if node.mode == "down":
             raise NodeUnavailable(name, "connect failed")
         await trio.sleep(0.001)
+        if node.mode == "commit-hang" and method is KEYS_COMMIT:
+            await trio.sleep_forever()  # the coordinator dies while waiting here
         result = self._answer(node, method, params)
         method.result.check(result, "result")
         return result
@@ -130,6 +149,7 @@ class Sessions:
             assert message in bundle.opens
             open_share(verified, index=node.index, enc_secret=secret, enc_key=message.enc_key)
             node.pending[key_id] = bundle
+            node.relayed_by[key_id] = params["coordinator"]
             signer = SigningKey(RNG(32)) if node.mode == "wrong-key" else node.key
             sig = ImportSignature(
                 ceremony=verified.import_id, sender=node.index,
@@ -141,12 +161,27 @@ class Sessions:
                 node.late -= 1
                 raise Timeout(node.name, method.name, 1.0)
             cert = CommitCertificate.decode(params["certificate"])
+            if key_id in node.active:
+                return {"key_id": key_id, "status": "active"}
+            bundle = node.pending[key_id]
+            problem = certificate_problem(
+                cert, purpose=IMPORT_PURPOSE, ceremony=bundle.import_id(),
+                transcript_hash=bundle.transcript_hash(), holders=bundle.holders,
+                manifest=self.manifest,
+            )  # fmt: skip
+            if problem:
+                raise self._refuse(node, ImportRefusal.BAD_COMMIT)
             node.active[key_id] = ImportTranscript(node.pending.pop(key_id), cert)
             return {"key_id": key_id, "status": "active"}
         if method is IMPORT_ABORT:
             node.opened.pop(key_id, None)
-            node.pending.pop(key_id, None)
+            if key_id in node.active:
+                raise self._refuse(node, ImportRefusal.COMMITTED)
+            if node.pending.pop(key_id, None) is not None:
+                node.destroyed.append(key_id)
             return {"key_id": key_id, "status": "aborted"}
+        if method is IMPORT_STATE:
+            return {"imports": [st.to_wire() for st in _import_states(node, params)]}
         if method is node_api.NODE_STATUS:
             return node_api.NodeStatus(
                 node.name, node.index, PROTOCOL_VERSION, self.manifest.cluster_id,
@@ -159,6 +194,20 @@ class Sessions:
         if method is node_api.DKG_TRANSCRIPT:
             return {"transcript": node.active[key_id].encode()}
         raise AssertionError(method.name)
+
+
+def _import_states(node: Node, params: dict[str, Any]) -> list[ImportState]:
+    wanted = params.get("key_id")
+    out = [
+        ImportState(k, b.import_id(), "pending", b.holders, node.relayed_by[k], 5, None)
+        for k, b in node.pending.items()
+        if wanted in (None, k)
+    ]
+    if wanted in node.active:
+        cert = node.active[wanted].commit
+        holders = tuple(j for j, _ in cert.signatures)
+        out.append(ImportState(wanted, cert.ceremony, "active", holders, None, 0, cert.encode()))
+    return out
 
 
 def _meta(t: ImportTranscript) -> node_api.PublicKeyMetadata:
@@ -270,3 +319,100 @@ async def test_only_operators_import() -> None:
     with pytest.raises(Forbidden):
         await svc.open_import("k", min_holders=None, client=signer)
     assert not any(n.calls for n in sessions.nodes.values())
+
+
+# -- roll-forward after the coordinator died mid-import --------------------------------
+
+
+async def die_mid_commit(sessions: Sessions, key_id: str, sk: int, hang: tuple[str, ...]) -> None:
+    """Run an import whose coordinator dies once every holder got ``keys.commit``:
+    the nodes in ``hang`` never see it; the others activate."""
+    svc = service(sessions)
+    bundle = await bundle_for(svc, sessions, key_id, sk)
+    for name in hang:
+        sessions.nodes[name].mode = "commit-hang"
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                await svc.import_key(key_id, bundle, min_holders=None, client=OPERATOR)
+
+            nursery.start_soon(run)
+            while len(calls(sessions, KEYS_COMMIT)) < len(NAMES):  # noqa: ASYNC110 - polls fake nodes
+                await trio.sleep(0.001)
+            await trio.sleep(0.01)
+            scope.cancel()  # the coordinator process is gone
+    assert scope.cancelled_caught
+    for name in hang:
+        sessions.nodes[name].mode = "ok"
+        assert key_id in sessions.nodes[name].pending
+
+
+async def test_a_new_coordinator_rolls_a_partial_commit_forward() -> None:
+    sessions = Sessions()
+    await die_mid_commit(sessions, "k", 1234, hang=("n2", "n3"))
+    assert list(sessions.nodes["n1"].active) == ["k"]
+    svc = service(sessions)  # the restarted coordinator
+    await svc.refresh()
+    transcripts = {n.active["k"].encode() for n in sessions.nodes.values()}
+    assert len(transcripts) == 1  # the same certificate and key everywhere
+    assert verify_import_transcript(transcripts.pop(), sessions.manifest).valid
+    assert not any(n.pending or n.destroyed for n in sessions.nodes.values())
+    assert calls(sessions, IMPORT_ABORT) == []
+    info = await svc.get_key("k")
+    assert info.status == "active" and info.pk_g1 == g1_mul_generator(1234)
+    assert info.holders == NAMES
+
+
+async def test_no_certificate_anywhere_aborts_every_pending_share() -> None:
+    sessions = Sessions()
+    await die_mid_commit(sessions, "k", 77, hang=NAMES)
+    svc = service(sessions)
+    await svc.refresh()
+    assert all(n.destroyed == ["k"] for n in sessions.nodes.values())
+    assert not any(n.pending or n.active for n in sessions.nodes.values())
+    with pytest.raises(UnknownKey):
+        await svc.get_key("k")
+
+
+async def test_an_unreachable_holder_defers_the_decision_until_it_is_back() -> None:
+    sessions = Sessions()
+    await die_mid_commit(sessions, "k", 4321, hang=("n2", "n3"))
+    sessions.nodes["n1"].mode = "down"  # the one holding the certificate
+    svc = service(sessions)
+    await svc.refresh()
+    for name in ("n2", "n3"):  # not aborted: n1 might (and does) hold the certificate
+        assert "k" in sessions.nodes[name].pending and not sessions.nodes[name].destroyed
+    assert calls(sessions, IMPORT_ABORT) == []
+    assert "n1" in svc.import_recovery.deferred["k"]
+    sessions.nodes["n1"].mode = "ok"
+    await svc.refresh_node("n1")  # its session is back
+    assert all("k" in n.active for n in sessions.nodes.values())
+    assert not svc.import_recovery.deferred
+
+
+async def test_an_unreachable_holder_also_defers_an_abort() -> None:
+    sessions = Sessions()
+    await die_mid_commit(sessions, "k", 5, hang=NAMES)
+    sessions.nodes["n3"].mode = "down"
+    svc = service(sessions)
+    await svc.refresh()
+    assert all("k" in sessions.nodes[n].pending for n in ("n1", "n2"))
+    assert calls(sessions, IMPORT_ABORT) == []
+    sessions.nodes["n3"].mode = "ok"
+    await svc.refresh_node("n3")
+    assert all(n.destroyed == ["k"] for n in sessions.nodes.values())
+
+
+async def test_a_live_import_is_not_recovered_under_its_driver() -> None:
+    sessions = Sessions()
+    svc = service(sessions)
+    bundle = await bundle_for(svc, sessions, "k", 9)
+    assert svc.dkg.claim("k")  # as import_key does while it runs
+    for name in NAMES:
+        sessions.nodes[name].pending["k"] = bundle
+        sessions.nodes[name].relayed_by["k"] = "coordinator"
+    await svc.refresh()
+    assert calls(sessions, IMPORT_ABORT) == [] and calls(sessions, KEYS_COMMIT) == []
+    with pytest.raises(CeremonyInProgress):
+        await svc.import_key("k", bundle, min_holders=None, client=OPERATOR)

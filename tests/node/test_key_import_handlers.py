@@ -35,9 +35,10 @@ from protocol.import_api import (
     IMPORT_ABORT,
     IMPORT_OPEN,
     IMPORT_SHARE,
+    IMPORT_STATE,
     KEYS_COMMIT,
-    PENDING_TTL_S,
     ImportRefusal,
+    ImportState,
 )
 from protocol.import_split import check_opens, seal_bundle, split_key
 from protocol.key_import import ImportBundle, ImportOpen, ImportSignature, verify_import_transcript
@@ -54,6 +55,7 @@ ROUTES = {
     IMPORT_OPEN.name: "open",
     IMPORT_SHARE.name: "share",
     KEYS_COMMIT.name: "commit",
+    IMPORT_STATE.name: "state",
     IMPORT_ABORT.name: "abort",
 }
 
@@ -304,19 +306,38 @@ async def test_rejected_bundles_seal_nothing(tmp_path: Path) -> None:
             assert share_key_label("rj", 0) not in token_objects(nodes.hsm, name)
 
 
-async def test_pending_imports_expire_also_across_a_restart(tmp_path: Path) -> None:
+async def test_pending_shares_never_expire_only_opens_do(tmp_path: Path) -> None:
+    """A signed pending share may be committed elsewhere: it survives any time and a
+    restart, is reported by ``keys.import_state``, and only a coordinator ends it."""
     async with three_nodes(tmp_path) as nodes:
         bundle = await bundle_for(nodes, "ex", 31337)
-        await seal_all(nodes, bundle)
+        sigs = await seal_all(nodes, bundle)
         await nodes.stop("node1")
-        nodes.clock.now += PENDING_TTL_S + 1
+        nodes.clock.now += 1_000_000
         node1 = await nodes.start("node1")  # reloads its pending record
         await node1.importer.expire()
-        await nodes.running["node2"].importer.expire()
-        for name in ("node1", "node2"):
-            assert await status(nodes, name, "ex") == "destroyed"
-            assert share_key_label("ex", 0) not in token_objects(nodes.hsm, name)
-            assert ("key.import.abort", "destroyed") in events(nodes, name, "ex")
+        for name in NAMES:
+            assert await status(nodes, name, "ex") == "pending"
+            assert share_key_label("ex", 0) in token_objects(nodes.hsm, name)
+        listed = await nodes.call("node1", IMPORT_STATE)
+        (st,) = [ImportState.from_wire(s) for s in listed["imports"]]
+        assert (st.key_id, st.status, st.ceremony) == ("ex", "pending", bundle.import_id())
+        assert st.holders == bundle.holders and st.certificate is None
+        assert st.idle_ms >= 1_000_000_000  # the idle time spans the restart
+        cert = make_certificate(bundle.import_id(), bundle.transcript_hash(), sigs)
+        await nodes.call("node2", KEYS_COMMIT, key_id="ex", certificate=cert.encode())
+        (done,) = [
+            ImportState.from_wire(s)
+            for s in (await nodes.call("node2", IMPORT_STATE, key_id="ex"))["imports"]
+        ]
+        assert (done.status, done.certificate) == ("active", cert.encode())
+        assert (await nodes.call("node2", IMPORT_STATE))["imports"] == []
+        with pytest.raises(RemoteError) as err:  # the committed node refuses an abort
+            await nodes.call("node2", IMPORT_ABORT, key_id="ex", ceremony=bundle.import_id())
+        assert err.value.code == ImportRefusal.COMMITTED
+        # the certificate node2 holds rolls node1 forward after its restart
+        await nodes.call("node1", KEYS_COMMIT, key_id="ex", certificate=done.certificate)
+        assert await status(nodes, "node1", "ex") == "active"
         await open_all(nodes, "op", ("node3",))
         nodes.clock.now += 10_000
         await nodes.running["node3"].importer.expire()
