@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import pairwise
 from typing import Any, Protocol, TypeVar
 
@@ -162,6 +162,22 @@ def fixed(length: int) -> Callable[[Any, str], bytes]:
         return as_bytes(v, f, length)
 
     return decode
+
+
+def decode_by_kind(data: bytes, decoders: Mapping[str, Callable[[Any, str], T]]) -> T:
+    """Decode a message whose type its ``kind`` names (``decoders``: kind → from_wire).
+
+    Raises:
+        DecodeError: unknown kind or malformed message.
+    """
+    value = load(data, "message")
+    if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
+        raise DecodeError("message.kind", "missing or not a string")
+    kind = value["kind"]
+    decoder = decoders.get(kind)
+    if decoder is None:
+        raise DecodeError("message.kind", f"unknown kind {kind[:40]!r}")
+    return decoder(value, kind)
 
 
 # ------------------------------------------------------- transcript files (DKG, import)
