@@ -132,16 +132,42 @@ def save_transcript(
     want_hash = str(key["transcriptHash"]).removeprefix("0x")
     if summary["keyId"] != key["keyId"] or summary["transcriptHash"] != want_hash:
         raise DkgCommandError("the transcript returned is not the one of the new key")
+    return write_transcript(layout, summary, error=DkgCommandError)
+
+
+def write_transcript(
+    layout: launcher.ClusterLayout, summary: dict[str, Any], *, error: type[TkmsError]
+) -> Path:
+    """Write a transcript's JSON file to ``transcripts/<key>-<epoch>.json`` (atomically;
+    the same file again is fine, another one there raises ``error``). Also used by
+    ``tkms key import``."""
     directory = layout.root / "transcripts"
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{key['keyId']}-{summary['epoch']}.json"
+    path = directory / f"{summary['keyId']}-{summary['epoch']}.json"
     text = json.dumps(summary, indent=1) + "\n"
     if path.exists() and path.read_text() != text:
-        raise DkgCommandError(f"{path} exists with another transcript: not overwriting it")
+        raise error(f"{path} exists with another transcript: not overwriting it")
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+def key_result(key: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The ``--json`` answer of ``tkms dkg`` and ``tkms key import``: the coordinator's
+    key (``key``) and the transcript file written (``path``)."""
+    return {
+        "keyId": key["keyId"],
+        "pubkeyG1": key["pubkeyG1"],
+        "pubkeyG2": key["pubkeyG2"],
+        "operatorId": key["operatorId"],
+        "holders": key["holders"],
+        "transcript": str(path),
+        "threshold": key["threshold"],
+        "n": key["n"],
+        "epoch": key["epoch"],
+        "transcriptHash": key["transcriptHash"],
+    }
 
 
 def cmd_dkg(args: argparse.Namespace) -> int:
@@ -157,18 +183,7 @@ def cmd_dkg(args: argparse.Namespace) -> int:
     key = run_ceremony(client, args.key_id, threshold, args.min_holders)
     doc = client.call("GET", f"/v1/keys/{args.key_id}/transcript")
     path = save_transcript(layout, doc, key)
-    result = {
-        "keyId": key["keyId"],
-        "pubkeyG1": key["pubkeyG1"],
-        "pubkeyG2": key["pubkeyG2"],
-        "operatorId": key["operatorId"],
-        "holders": key["holders"],
-        "transcript": str(path),
-        "threshold": key["threshold"],
-        "n": key["n"],
-        "epoch": key["epoch"],
-        "transcriptHash": key["transcriptHash"],
-    }
+    result = key_result(key, path)
     human = "\n".join(
         [
             f"key {key['keyId']} active: {key['threshold']}-of-{key['n']}, epoch {key['epoch']}",

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import sys
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 
 from cluster import launcher
 from cluster.client import CoordinatorClient, api_key
+from cluster.dkg_cmd import key_result, write_transcript
 from cluster.output import emit, progress
 from protocol.bn254 import G1
 from protocol.encoding import g1_to_json, g2_from_bytes, g2_to_json
@@ -120,20 +120,6 @@ def load_manifest(layout: launcher.ClusterLayout) -> Manifest:
         raise ImportCommandError(f"manifest {layout.manifest}: {exc}") from None
 
 
-def save_transcript(layout: launcher.ClusterLayout, transcript: ImportTranscript) -> Path:
-    summary = transcript.to_json()
-    directory = layout.root / "transcripts"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{summary['keyId']}-{summary['epoch']}.json"
-    text = json.dumps(summary, indent=1) + "\n"
-    if path.exists() and path.read_text() != text:
-        raise ImportCommandError(f"{path} exists with another transcript: not overwriting it")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
-
-
 def cmd_import(args: argparse.Namespace) -> int:
     layout = launcher.ClusterLayout.load(launcher.default_cluster_dir(args.cluster_dir))
     manifest = load_manifest(layout)
@@ -186,19 +172,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     post = bundle_to_json(bundle, min_holders=args.min_holders)
     key = client.call("POST", "/v1/keys/import", post)
     transcript = _check_answer(key, bundle.transcript_hash(), manifest, pubkey_g1)
-    path = save_transcript(layout, transcript)
-    result = {
-        "keyId": key["keyId"],
-        "pubkeyG1": key["pubkeyG1"],
-        "pubkeyG2": key["pubkeyG2"],
-        "operatorId": key["operatorId"],
-        "holders": key["holders"],
-        "transcript": str(path),
-        "threshold": key["threshold"],
-        "n": key["n"],
-        "epoch": key["epoch"],
-        "transcriptHash": key["transcriptHash"],
-    }
+    path = write_transcript(layout, transcript.to_json(), error=ImportCommandError)
+    result = key_result(key, path)
     human = "\n".join(
         [
             f"key {key['keyId']} imported and active: {key['threshold']}-of-{key['n']}",

@@ -31,7 +31,6 @@ the key later cannot be undone from old traffic.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, ClassVar, Self
@@ -387,32 +386,16 @@ class ImportTranscript:
     @classmethod
     def from_json(cls, obj: Any) -> Self:
         """Raises: DecodeError if malformed or if the summary does not match."""
-        if not isinstance(obj, dict) or obj.get("format") != TRANSCRIPT_FORMAT:
-            raise DecodeError("transcript.format", f"expected {TRANSCRIPT_FORMAT!r}")
-        raw = obj.get("transcript")
-        if not isinstance(raw, str):
-            raise DecodeError("transcript.transcript", "must be a hex string")
-        try:
-            data = bytes.fromhex(raw)
-        except ValueError:
-            raise DecodeError("transcript.transcript", "is not valid hex") from None
-        transcript = cls.decode(data)
-        if transcript.to_json() != obj:
-            raise DecodeError("transcript", "summary fields do not match the transcript")
-        return transcript
+        return c.transcript_from_json(obj, TRANSCRIPT_FORMAT, cls.decode)
 
 
 def is_import_transcript(data: bytes) -> bool:
     """True if ``data`` (canonical bytes or the JSON file) is an import transcript
     rather than a DKG one (the two share the nodes' transcript store)."""
-    stripped = bytes(data).lstrip()
-    if stripped.startswith(b"{"):
-        try:
-            obj = json.loads(stripped.decode())
-        except (UnicodeDecodeError, ValueError):
-            return False
-        return isinstance(obj, dict) and obj.get("format") == TRANSCRIPT_FORMAT
     try:
+        obj = c.transcript_json(data)
+        if obj is not None:
+            return isinstance(obj, dict) and obj.get("format") == TRANSCRIPT_FORMAT
         value = c.load(bytes(data), "transcript")
     except DecodeError:
         return False
@@ -421,14 +404,8 @@ def is_import_transcript(data: bytes) -> bool:
 
 def load_import_transcript(data: bytes) -> ImportTranscript:
     """From canonical bytes or the JSON file. Raises: DecodeError."""
-    stripped = bytes(data).lstrip()
-    if stripped.startswith(b"{"):
-        try:
-            obj = json.loads(stripped.decode())
-        except (UnicodeDecodeError, ValueError):
-            raise DecodeError("transcript", "not valid JSON") from None
-        return ImportTranscript.from_json(obj)
-    return ImportTranscript.decode(bytes(data))
+    obj = c.transcript_json(data)
+    return ImportTranscript.decode(bytes(data)) if obj is None else ImportTranscript.from_json(obj)
 
 
 @dataclass(frozen=True, slots=True)

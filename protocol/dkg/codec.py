@@ -12,15 +12,23 @@ stay as bytes here; whether they are on the curve is a question about the *deale
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from itertools import pairwise
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from protocol.canonical import decode_canonical
 from protocol.errors import DecodeError, InvalidLength
 
 T = TypeVar("T")
+
+
+class _Summarised(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+S = TypeVar("S", bound=_Summarised)
 
 MAX_PARTICIPANTS = 256  # a ceremony with more nodes is refused (bounds every list)
 MAX_INDEX = 1024  # node indices, as in the manifest
@@ -154,3 +162,60 @@ def fixed(length: int) -> Callable[[Any, str], bytes]:
         return as_bytes(v, f, length)
 
     return decode
+
+
+def decode_by_kind(data: bytes, decoders: Mapping[str, Callable[[Any, str], T]]) -> T:
+    """Decode a message whose type its ``kind`` names (``decoders``: kind → from_wire).
+
+    Raises:
+        DecodeError: unknown kind or malformed message.
+    """
+    value = load(data, "message")
+    if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
+        raise DecodeError("message.kind", "missing or not a string")
+    kind = value["kind"]
+    decoder = decoders.get(kind)
+    if decoder is None:
+        raise DecodeError("message.kind", f"unknown kind {kind[:40]!r}")
+    return decoder(value, kind)
+
+
+# ------------------------------------------------------- transcript files (DKG, import)
+
+
+def transcript_from_json(obj: Any, fmt: str, decode: Callable[[bytes], S]) -> S:
+    """A transcript from its JSON file of format ``fmt``: the hex ``transcript`` bytes
+    decoded by ``decode``, whose ``to_json()`` must equal ``obj`` (the summary).
+
+    Raises:
+        DecodeError: malformed, or the summary does not match.
+    """
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        raise DecodeError("transcript.format", f"expected {fmt!r}")
+    raw = obj.get("transcript")
+    if not isinstance(raw, str):
+        raise DecodeError("transcript.transcript", "must be a hex string")
+    try:
+        data = bytes.fromhex(raw)
+    except ValueError:
+        raise DecodeError("transcript.transcript", "is not valid hex") from None
+    transcript = decode(data)
+    if transcript.to_json() != obj:
+        raise DecodeError("transcript", "summary fields do not match the transcript")
+    return transcript
+
+
+def transcript_json(data: bytes) -> Any | None:
+    """The parsed JSON if ``data`` is a transcript's JSON file (starts with ``{``),
+    None if it is canonical bytes.
+
+    Raises:
+        DecodeError: it starts like JSON but is not valid JSON.
+    """
+    stripped = bytes(data).lstrip()
+    if not stripped.startswith(b"{"):
+        return None
+    try:
+        return json.loads(stripped.decode())
+    except (UnicodeDecodeError, ValueError):
+        raise DecodeError("transcript", "not valid JSON") from None

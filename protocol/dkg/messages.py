@@ -22,6 +22,7 @@ checked by the receiver against the manifest (``signature_valid``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, ClassVar, Self
@@ -426,7 +427,9 @@ NODE_MESSAGES: tuple[type[SignedMessage], ...] = (
     TranscriptSignature,
 )
 NodeMessage = Open | DealBundle | Echo | Complaints | Justification | TranscriptSignature
-_BY_KIND: dict[str, type[SignedMessage]] = {m.KIND: m for m in NODE_MESSAGES}
+_BY_KIND: dict[str, Callable[[Any, str], SignedMessage]] = {
+    m.KIND: m.from_wire for m in NODE_MESSAGES
+}
 
 
 def decode_node_message(data: bytes) -> NodeMessage:
@@ -435,11 +438,5 @@ def decode_node_message(data: bytes) -> NodeMessage:
     Raises:
         DecodeError: unknown kind or malformed message.
     """
-    value = c.load(data, "message")
-    if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
-        raise DecodeError("message.kind", "missing or not a string")
-    cls = _BY_KIND.get(value["kind"])
-    if cls is None:
-        raise DecodeError("message.kind", f"unknown kind {value['kind'][:40]!r}")
-    msg: NodeMessage = cls.from_wire(value, cls.KIND)  # type: ignore[assignment]
+    msg: NodeMessage = c.decode_by_kind(data, _BY_KIND)  # type: ignore[assignment]
     return msg

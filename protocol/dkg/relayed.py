@@ -20,13 +20,13 @@ type                       phase it is accepted in (``phases.TRANSITIONS``)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from protocol.canonical import encode_canonical
 from protocol.dkg import codec as c
 from protocol.dkg.messages import Complaints, DealBundle, Echo, Justification, Open
-from protocol.errors import DecodeError
 
 
 class RelayedMessage:
@@ -286,7 +286,9 @@ Relayed = (
     | CommitCertificate
     | Abort
 )
-_BY_KIND: dict[str, type[RelayedMessage]] = {m.KIND: m for m in RELAYED_MESSAGES}
+_BY_KIND: dict[str, Callable[[Any, str], RelayedMessage]] = {
+    m.KIND: m.from_wire for m in RELAYED_MESSAGES
+}
 
 
 def decode_relayed(data: bytes) -> Relayed:
@@ -295,11 +297,5 @@ def decode_relayed(data: bytes) -> Relayed:
     Raises:
         DecodeError: unknown kind or malformed message.
     """
-    value = c.load(data, "message")
-    if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
-        raise DecodeError("message.kind", "missing or not a string")
-    cls = _BY_KIND.get(value["kind"])
-    if cls is None:
-        raise DecodeError("message.kind", f"unknown kind {value['kind'][:40]!r}")
-    msg: Relayed = cls.from_wire(value, cls.KIND)  # type: ignore[assignment]
+    msg: Relayed = c.decode_by_kind(data, _BY_KIND)  # type: ignore[assignment]
     return msg

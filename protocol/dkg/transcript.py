@@ -23,7 +23,6 @@ answered as the protocol requires.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
@@ -247,19 +246,7 @@ class Transcript:
     @classmethod
     def from_json(cls, obj: Any) -> Self:
         """Raises: DecodeError if malformed or if the summary does not match."""
-        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-            raise DecodeError("transcript.format", f"expected {FORMAT!r}")
-        raw = obj.get("transcript")
-        if not isinstance(raw, str):
-            raise DecodeError("transcript.transcript", "must be a hex string")
-        try:
-            data = bytes.fromhex(raw)
-        except ValueError:
-            raise DecodeError("transcript.transcript", "is not valid hex") from None
-        transcript = cls.decode(data)
-        if transcript.to_json() != obj:
-            raise DecodeError("transcript", "summary fields do not match the transcript")
-        return transcript
+        return c.transcript_from_json(obj, FORMAT, cls.decode)
 
 
 def commit_problem(cert: CommitCertificate, body: TranscriptBody, manifest: Manifest) -> str | None:
@@ -310,14 +297,8 @@ def load_transcript(data: bytes) -> Transcript:
     Raises:
         DecodeError: malformed.
     """
-    stripped = bytes(data).lstrip()
-    if stripped.startswith(b"{"):
-        try:
-            obj = json.loads(stripped.decode())
-        except (UnicodeDecodeError, ValueError):
-            raise DecodeError("transcript", "not valid JSON") from None
-        return Transcript.from_json(obj)
-    return Transcript.decode(bytes(data))
+    obj = c.transcript_json(data)
+    return Transcript.decode(bytes(data)) if obj is None else Transcript.from_json(obj)
 
 
 # --------------------------------------------------------------------------- verify

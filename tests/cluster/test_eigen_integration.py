@@ -36,6 +36,7 @@ from protocol.key_import import verify_import_transcript
 from protocol.keystore import encrypt_eigensdk_keystore, encrypt_eip2335_keystore
 from protocol.manifest import Manifest, parse_manifest
 from protocol.rng import os_rng
+from tests.cluster.processes import processes_mentioning
 from tests.protocol.official_protobuf import official_modules
 
 pytestmark = pytest.mark.cluster
@@ -75,21 +76,6 @@ def tkms_json(*args: str, password: str | None = None) -> dict[str, Any]:
     assert r.stdout.count("\n") == 1, r.stdout  # exactly one JSON object on stdout
     doc: dict[str, Any] = json.loads(r.stdout)
     return doc
-
-
-def processes_mentioning(text: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text.encode() in cmdline and state != "Z":
-            found.append(int(proc.name))
-    return found
 
 
 @dataclass

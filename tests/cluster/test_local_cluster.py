@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from protocol.manifest import parse_manifest
+from tests.cluster.processes import processes_mentioning
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
@@ -41,22 +42,6 @@ def tkms(*args: str, timeout: float = 120) -> dict[str, Any]:
     assert r.stdout.count("\n") <= 1  # exactly one JSON object on stdout
     doc: dict[str, Any] = json.loads(r.stdout)
     return doc
-
-
-def processes_mentioning(text: str) -> list[int]:
-    """Live (non-zombie) processes whose command line mentions ``text``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text.encode() in cmdline and state != "Z":
-            found.append(int(proc.name))
-    return found
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:

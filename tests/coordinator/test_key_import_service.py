@@ -27,7 +27,7 @@ from coordinator.backend import (
     UnknownKey,
 )
 from coordinator.key_import import ImportingService
-from coordinator.sessions import NodeStatistics, NodeUnavailable, RemoteError, Timeout
+from coordinator.sessions import RemoteError, Timeout
 from protocol import node_api
 from protocol.bn254 import g1_mul_generator
 from protocol.commit import IMPORT_PURPOSE, certificate_problem
@@ -57,6 +57,7 @@ from protocol.manifest import CoordinatorEntry, Manifest, NodeEntry
 from protocol.rng import seeded_rng
 from protocol.rpc import PROTOCOL_VERSION, Method
 from protocol.threshold import public_share
+from tests.coordinator.fake_sessions import ScriptedSessions
 
 NAMES = ("n1", "n2", "n3")
 OPERATOR = Client("op", frozenset({"operator"}), frozenset())
@@ -78,7 +79,7 @@ class Node:
     late: int = 1
 
 
-class Sessions:
+class Sessions(ScriptedSessions):
     """``SessionManager`` stand-in: schemas checked, node rules applied."""
 
     def __init__(self) -> None:
@@ -96,15 +97,6 @@ class Sessions:
             coordinators=(CoordinatorEntry("coordinator", RNG(32)),),
         )
 
-    def is_up(self, name: str) -> bool:
-        return self.nodes[name].mode != "down"
-
-    def up_nodes(self) -> frozenset[str]:
-        return frozenset(n for n in self.nodes if self.is_up(n))
-
-    def statistics(self) -> dict[str, NodeStatistics]:
-        return {n: NodeStatistics(self.is_up(n), 1, 0, None) for n in self.nodes}
-
     async def call(
         self,
         name: str,
@@ -113,11 +105,7 @@ class Sessions:
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - SessionManager.call's signature
     ) -> Any:
-        node = self.nodes[name]
-        method.params.check(params, "params")
-        node.calls.append(method.name)
-        if node.mode == "down":
-            raise NodeUnavailable(name, "connect failed")
+        node = self.arrive(name, method, params)
         await trio.sleep(0.001)
         if node.mode == "commit-hang" and method is KEYS_COMMIT:
             await trio.sleep_forever()  # the coordinator dies while waiting here

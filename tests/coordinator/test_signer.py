@@ -31,7 +31,7 @@ from coordinator.backend import (
 )
 from coordinator.checkpoints import CheckpointRelay
 from coordinator.service import accept_structurally_valid
-from coordinator.sessions import NodeStatistics, NodeUnavailable, RemoteError, Timeout
+from coordinator.sessions import RemoteError, Timeout
 from coordinator.signer import SignerConfig, SigningService
 from protocol import node_api
 from protocol.aggregation import sign_partial
@@ -54,6 +54,7 @@ from protocol.sign_api import (
     partial_to_wire,
 )
 from protocol.threshold import split
+from tests.coordinator.fake_sessions import ScriptedSessions
 
 N, T = 5, 3
 CID = bytes(range(16))
@@ -90,21 +91,12 @@ class FakeNode:
     log_head: bytes = b"\x01" * 32
 
 
-class FakeSessions:
+class FakeSessions(ScriptedSessions):
     """Stands in for ``SessionManager``: answers from ``FakeNode``s, schemas checked."""
 
     def __init__(self, nodes: dict[str, FakeNode], meta: node_api.PublicKeyMetadata) -> None:
         self.nodes = nodes
         self.meta = meta
-
-    def is_up(self, name: str) -> bool:
-        return self.nodes[name].mode != "down"
-
-    def up_nodes(self) -> frozenset[str]:
-        return frozenset(n for n in self.nodes if self.is_up(n))
-
-    def statistics(self) -> dict[str, NodeStatistics]:
-        return {n: NodeStatistics(self.is_up(n), 1, 0, None) for n in self.nodes}
 
     async def call(
         self,
@@ -114,11 +106,7 @@ class FakeSessions:
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - SessionManager.call's signature
     ) -> Any:
-        node = self.nodes[name]
-        method.params.check(params, "params")
-        node.calls.append(method.name)
-        if node.mode == "down":
-            raise NodeUnavailable(name, "connect failed")
+        node = self.arrive(name, method, params)
         with trio.move_on_after(timeout or 30.0):
             try:
                 if node.mode == "slow":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,22 +23,19 @@ from coordinator.dkg import DkgConfig, DkgCoordinator
 from coordinator.dkg_recovery import DkgRecovery
 from coordinator.sessions import NodeUnavailable, RemoteError
 from node.config import NodeConfig
-from node.entropy import open_entropy
 from node.handlers import HandlerRegistry, NodeContext
 from node.handlers.dkg import DkgNode, add_handlers
-from node.hsm import SOFTHSM_MODULE, open_hsm
-from node.identity import create_identity
 from node.sealing import share_key_label
 from node.server import open_node
 from protocol import node_api
 from protocol.audit import decode_line
 from protocol.dkg import verify_transcript
 from protocol.dkg.relayed import Abort, BundleSet, CommitCertificate, OpenSet, Proposal
-from protocol.manifest import CoordinatorEntry, Manifest, NodeEntry
-from protocol.noise import KeyPair
+from protocol.manifest import Manifest
 from protocol.rpc import ErrorCode, Method
 from tests.coordinator.fake_nodes import handle
-from tests.node.hsm_helpers import SoftHsm, provision, token_objects, user_pin
+from tests.node.hsm_helpers import SoftHsm, token_objects
+from tests.node.node_helpers import running_nodes
 
 CONFIG = DkgConfig(phase_timeout_s=20.0, commit_timeout_s=10.0)
 NAMES = ("node1", "node2", "node3")
@@ -115,57 +111,8 @@ class Nodes:
         return await self.call(name, method, params)
 
 
-@contextlib.asynccontextmanager
-async def three_nodes(tmp_path: Path) -> AsyncIterator[Nodes]:
-    hsm = provision(tmp_path / "hsm", list(NAMES))
-    manifest_path = tmp_path / "manifest.toml"
-    configs, entries = {}, []
-    for index, name in enumerate(NAMES, start=1):
-        pin = tmp_path / f"{name}.pin"
-        pin.write_text(user_pin(name))
-        pin.chmod(0o600)
-        data = tmp_path / name
-        data.mkdir(mode=0o700)
-        config = NodeConfig(
-            name=name,
-            data_dir=data,
-            pkcs11_module=SOFTHSM_MODULE,
-            token_label=name,
-            listen=f"127.0.0.1:{7100 + index}",
-            manifest=manifest_path,
-            pin_file=pin,
-            softhsm2_conf=hsm.conf,
-        )
-        async with open_hsm(config) as session, open_entropy(session) as entropy:
-            public = await create_identity(session, entropy, name=name, data_dir=data)
-        configs[name] = config
-        entries.append(
-            NodeEntry(
-                index=index,
-                name=name,
-                address=config.listen,
-                noise_public_key=public.noise_public_key,
-                ed25519_public_key=public.ed25519_public_key,
-            )
-        )
-    manifest = Manifest(
-        cluster_id=bytes(range(16)),
-        nodes=tuple(entries),
-        coordinators=(CoordinatorEntry("coordinator", KeyPair.generate().public),),
-    )
-    manifest_path.write_text(manifest.to_toml())
-    try:
-        async with trio.open_nursery() as nursery:
-            nodes = Nodes(hsm, configs, manifest, nursery)
-            for name in NAMES:
-                await nodes.start(name)
-            try:
-                yield nodes
-            finally:
-                for name in list(nodes.running):
-                    await nodes.stop(name)
-    finally:
-        hsm.close_all()
+def three_nodes(tmp_path: Path) -> contextlib.AbstractAsyncContextManager[Nodes]:
+    return running_nodes(tmp_path, NAMES, port_base=7100, make=Nodes)
 
 
 def die_at_commit(scope: trio.CancelScope, *, delivered: int) -> Any:
