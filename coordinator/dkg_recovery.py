@@ -37,6 +37,7 @@ import trio
 
 from coordinator.backend import BackendError, UnknownKey
 from coordinator.dkg import DkgCoordinator
+from coordinator.recovery import CALL_TIMEOUT_S, RollForward
 from coordinator.sessions import SessionError
 from protocol import node_api
 from protocol.dkg import Transcript, load_transcript, verify_transcript
@@ -46,8 +47,6 @@ from protocol.key_import import check_import_key, is_import_transcript, verify_i
 
 log = logging.getLogger("tkms.coordinator.dkg")
 
-CALL_TIMEOUT_S = 10.0
-State = node_api.CeremonyState
 TRANSCRIPT_CACHE = 256
 
 
@@ -81,84 +80,32 @@ def transcript_mismatch(meta: node_api.PublicKeyMetadata, transcript: Transcript
     return f"differs from the nodes' key in: {', '.join(bad)}" if bad else None
 
 
-class DkgRecovery:
+class DkgRecovery(RollForward[node_api.CeremonyState]):
     """Roll-forward and transcript checks for one coordinator (module header)."""
 
+    state_method = node_api.DKG_STATE
+    state_field = "ceremonies"
+
     def __init__(self, dkg: DkgCoordinator) -> None:
-        self.dkg = dkg
-        self.manifest = dkg.manifest
-        self.sessions = dkg.sessions
-        self.names = {n.index: n.name for n in dkg.manifest.nodes}
-        self.deferred: dict[str, str] = {}  # key id -> why it is not resolved yet
+        super().__init__(dkg)
         self._transcripts: dict[tuple[str, int], bytes] = {}
 
-    # -- roll-forward ---------------------------------------------------------------
+    # -- roll-forward (the skeleton is coordinator.recovery.RollForward) ------------
 
-    def _orphaned(self, st: node_api.CeremonyState) -> bool:
+    def decode_state(self, raw: dict[str, Any]) -> node_api.CeremonyState:
+        return node_api.CeremonyState.from_wire(raw)
+
+    def orphaned(self, st: node_api.CeremonyState) -> bool:
         if st.phase in ("done", "aborted"):
             return False
         if st.coordinator == self.dkg.name:
             return True  # ours, and (the key is not claimed) nobody here drives it
         return st.idle_ms / 1000 >= self.dkg.config.stale_after_s
 
-    async def recover_node(self, name: str) -> list[str]:
-        """Resolve every orphaned ceremony ``name`` reports, and retry the deferred
-        ones (the node that is back may be the one they waited for); the key ids
-        resolved."""
-        try:
-            raw = await self.sessions.call(name, node_api.DKG_STATE, {}, timeout=CALL_TIMEOUT_S)
-            states = [node_api.CeremonyState.from_wire(c) for c in raw["ceremonies"]]
-        except (SessionError, TkmsError) as exc:
-            log.warning("dkg.state of %s failed: %s", name, exc)
-            return []
-        done = []
-        orphaned = {st.key_id for st in states if self._orphaned(st)}
-        for key_id in sorted(orphaned | set(self.deferred)):  # a node is back: retry
-            if not self.dkg.claim(key_id):
-                continue
-            try:
-                if await self.resolve(key_id):
-                    done.append(key_id)
-            finally:
-                self.dkg.release(key_id)
-        return done
+    def finished(self, st: node_api.CeremonyState) -> bool:
+        return st.phase == "done"
 
-    async def _states(self, key_id: str) -> tuple[dict[str, list[State]], set[str]]:
-        reports: dict[str, list[State]] = {}
-        unreachable: set[str] = set()
-
-        async def ask(name: str) -> None:
-            try:
-                raw = await self.sessions.call(
-                    name, node_api.DKG_STATE, {"key_id": key_id}, timeout=CALL_TIMEOUT_S
-                )
-                reports[name] = [node_api.CeremonyState.from_wire(c) for c in raw["ceremonies"]]
-            except (SessionError, TkmsError):
-                unreachable.add(name)
-
-        async with trio.open_nursery() as nursery:
-            for entry in self.manifest.nodes:
-                nursery.start_soon(ask, entry.name)
-        return reports, unreachable
-
-    async def resolve(self, key_id: str) -> bool:
-        """Roll ``key_id``'s unfinished ceremonies forward or abort them; False if
-        some had to be deferred (a node that might hold the certificate is down)."""
-        reports, unreachable = await self._states(key_id)
-        by_ceremony: dict[bytes, list[tuple[str, node_api.CeremonyState]]] = {}
-        for name, states in reports.items():
-            for st in states:
-                by_ceremony.setdefault(st.ceremony, []).append((name, st))
-        resolved = True
-        for ceremony, entries in sorted(by_ceremony.items()):
-            if all(st.phase == "done" for _, st in entries):
-                continue
-            resolved &= await self._resolve_one(key_id, ceremony, entries, unreachable)
-        if resolved:
-            self.deferred.pop(key_id, None)
-        return resolved
-
-    async def _resolve_one(
+    async def resolve_one(
         self,
         key_id: str,
         ceremony: bytes,

@@ -33,9 +33,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import trio
-
-from coordinator.dkg import DkgCoordinator
+from coordinator.recovery import CALL_TIMEOUT_S, RollForward
 from coordinator.sessions import SessionError
 from protocol.errors import TkmsError
 from protocol.import_api import IMPORT_ABORT, IMPORT_STATE, KEYS_COMMIT, ImportState
@@ -43,92 +41,37 @@ from protocol.rpc import Method
 
 log = logging.getLogger("tkms.coordinator.import")
 
-CALL_TIMEOUT_S = 10.0
 
+class ImportRecovery(RollForward[ImportState]):
+    """Roll-forward or abort of orphaned imports (module header; the skeleton is
+    ``coordinator.recovery.RollForward``)."""
 
-class ImportRecovery:
-    """Roll-forward or abort of orphaned imports (module header)."""
+    state_method = IMPORT_STATE
+    state_field = "imports"
 
-    def __init__(self, dkg: DkgCoordinator) -> None:
-        self.dkg = dkg
-        self.manifest = dkg.manifest
-        self.sessions = dkg.sessions
-        self.names = {n.index: n.name for n in dkg.manifest.nodes}
-        self.deferred: dict[str, str] = {}  # key id -> why it is not resolved yet
+    def decode_state(self, raw: dict[str, Any]) -> ImportState:
+        return ImportState.from_wire(raw)
 
-    def _orphaned(self, st: ImportState) -> bool:
+    def orphaned(self, st: ImportState) -> bool:
         if st.status != "pending":
             return False
         if st.coordinator == self.dkg.name:
             return True  # ours, and (the key is not claimed) nobody here drives it
         return st.idle_ms / 1000 >= self.dkg.config.stale_after_s
 
-    async def recover_node(self, name: str) -> list[str]:
-        """Resolve every orphaned import ``name`` reports and retry the deferred ones
-        (the node that is back may be the one they waited for); the key ids resolved."""
-        try:
-            raw = await self.sessions.call(name, IMPORT_STATE, {}, timeout=CALL_TIMEOUT_S)
-            states = [ImportState.from_wire(s) for s in raw["imports"]]
-        except (SessionError, TkmsError) as exc:
-            log.warning("keys.import_state of %s failed: %s", name, exc)
-            return []
-        done = []
-        orphaned = {st.key_id for st in states if self._orphaned(st)}
-        for key_id in sorted(orphaned | set(self.deferred)):
-            if not self.dkg.claim(key_id):
-                continue
-            try:
-                if await self.resolve(key_id):
-                    done.append(key_id)
-            finally:
-                self.dkg.release(key_id)
-        return done
+    def finished(self, st: ImportState) -> bool:
+        return st.status == "active"
 
-    async def _states(self, key_id: str) -> tuple[dict[str, list[ImportState]], set[str]]:
-        reports: dict[str, list[ImportState]] = {}
-        unreachable: set[str] = set()
-
-        async def ask(name: str) -> None:
-            try:
-                raw = await self.sessions.call(
-                    name, IMPORT_STATE, {"key_id": key_id}, timeout=CALL_TIMEOUT_S
-                )
-                reports[name] = [ImportState.from_wire(s) for s in raw["imports"]]
-            except (SessionError, TkmsError):
-                unreachable.add(name)
-
-        async with trio.open_nursery() as nursery:
-            for entry in self.manifest.nodes:
-                nursery.start_soon(ask, entry.name)
-        return reports, unreachable
-
-    async def resolve(self, key_id: str) -> bool:
-        """Roll ``key_id``'s pending imports forward or abort them; False if one had
-        to be deferred (a holder that might hold the certificate is down)."""
-        reports, unreachable = await self._states(key_id)
-        by_import: dict[bytes, list[tuple[str, ImportState]]] = {}
-        for name, states in reports.items():
-            for st in states:
-                by_import.setdefault(st.ceremony, []).append((name, st))
-        resolved = True
-        for import_id, entries in sorted(by_import.items()):
-            if all(st.status == "active" for _, st in entries):
-                continue
-            resolved &= await self._resolve_one(key_id, import_id, entries, unreachable)
-        if resolved:
-            self.deferred.pop(key_id, None)
-        return resolved
-
-    async def _resolve_one(
+    async def resolve_one(
         self,
         key_id: str,
-        import_id: bytes,
+        ceremony: bytes,
         entries: Sequence[tuple[str, ImportState]],
         unreachable: set[str],
     ) -> bool:
         certs = [st.certificate for _, st in entries if st.certificate is not None]
         pending = [name for name, st in entries if st.status == "pending"]
-        tag = import_id.hex()[:16]
+        import_id, tag = ceremony, ceremony.hex()[:16]
         if certs:
             log.warning("import %s (%s): commit certificate found: roll forward", key_id, tag)
             params = {"key_id": key_id, "certificate": certs[0]}
