@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from coordinator.server import (
     write_private_file,
 )
 from protocol.noise import KeyPair
+from shell.logs import configure_process_logging
 
 CONFIG_FILE = "coordinator.toml"
 NOISE_KEY_FILE = "noise.key"
@@ -157,11 +157,7 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_process_logging()
     try:
         config = load_config(args.config)
     except OSError as exc:

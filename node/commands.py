@@ -24,7 +24,6 @@ import argparse
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from node.server import run_node_process
 from node.softhsm import init_softhsm_token, write_softhsm_conf
 from protocol.errors import Fault, TkmsError
 from protocol.rng import os_rng
+from shell.logs import configure_process_logging
 
 CONFIG_FILE = "node.toml"
 USER_PIN_FILE = "hsm-user.pin"
@@ -214,11 +214,7 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_process_logging()
     config = load_config(args.config)
     try:
         run_node_process(config)
